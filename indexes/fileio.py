@@ -1,0 +1,95 @@
+"""Small helpers over Beam's FileSystems: atomic writes, whole-file reads, streaming sha256.
+
+Everything in shardguard reads and writes through these so that a path may be local, ``gs://`` or
+``s3://`` alike. An atomic write goes to a temporary name beside the target and is renamed into
+place, so no reader ever sees a half-written file under its final name.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from contextlib import contextmanager
+
+from apache_beam.io.filesystems import FileSystems
+
+_CHUNK = 8 << 20
+
+
+def join(*parts: str) -> str:
+    """Join path parts with the separator of the path's filesystem."""
+    return FileSystems.join(*parts)
+
+
+def exists(path: str) -> bool:
+    """True when the file exists."""
+    return FileSystems.exists(path)
+
+
+def read_bytes(path: str) -> bytes:
+    """Whole file content (small files only: sidecars, summaries, manifests)."""
+    with FileSystems.open(path, compression_type="uncompressed") as f:
+        return f.read()
+
+
+def read_json(path: str):
+    """Parse a JSON file."""
+    return json.loads(read_bytes(path).decode("utf-8"))
+
+
+def sha256_file(path: str) -> tuple[str, int]:
+    """Streaming sha256 and size of a file."""
+    digest, size = hashlib.sha256(), 0
+    with FileSystems.open(path, compression_type="uncompressed") as f:
+        while chunk := f.read(_CHUNK):
+            digest.update(chunk)
+            size += len(chunk)
+    return digest.hexdigest(), size
+
+
+def canonical_json(obj) -> bytes:
+    """Deterministic JSON bytes (sorted keys, fixed separators, trailing newline)."""
+    return (json.dumps(obj, sort_keys=True, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
+
+
+def tmp_name(path: str) -> str:
+    """A unique temporary name beside ``path``; its prefix marks it as never a finished output."""
+    head, tail = path.rsplit("/", 1) if "/" in path else ("", path)
+    name = f".tmp-{uuid.uuid4().hex}-{tail}"
+    return f"{head}/{name}" if head else name
+
+
+def ensure_dir(path: str) -> None:
+    """Create a directory (a no-op on object stores, where directories are implicit)."""
+    try:
+        FileSystems.mkdirs(path)
+    except OSError:
+        pass  # already there; object stores have no directories to make
+
+
+@contextmanager
+def atomic_writer(path: str):
+    """Yield a binary file object; on success it is moved to ``path`` whole, on error removed."""
+    tmp = tmp_name(path)
+    f = FileSystems.create(tmp, mime_type="application/octet-stream", compression_type="uncompressed")
+    try:
+        yield f
+        f.close()
+        if FileSystems.exists(path):
+            FileSystems.delete([path])
+        FileSystems.rename([tmp], [path])
+    except BaseException:
+        try:
+            f.close()
+        except Exception:  # noqa: BLE001 - already failing; the original error matters
+            pass
+        if FileSystems.exists(tmp):
+            FileSystems.delete([tmp])
+        raise
+
+
+def write_atomic(path: str, data: bytes) -> str:
+    """Write ``data`` atomically to ``path``; return its sha256."""
+    with atomic_writer(path) as f:
+        f.write(data)
+    return hashlib.sha256(data).hexdigest()

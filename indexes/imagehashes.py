@@ -1,0 +1,58 @@
+"""Perceptual-hash kernels: pHash and dHash (bit-identical to imagehash) and PDQ (pdqhash).
+
+Each kernel takes an already decoded image so that a row is decoded once and every hash type reads
+the same pixels. Hashes are returned as lowercase hex, most significant bit first, which is the
+string form used by imagehash (``str(ImageHash)``) and by ThreatExchange for PDQ.
+"""
+from __future__ import annotations
+
+import numpy as np
+import scipy.fftpack
+from PIL import Image
+
+# imagehash resizes with ANTIALIAS, which is LANCZOS in every Pillow that still ships.
+_RESAMPLE = Image.Resampling.LANCZOS
+PHASH_SIZE = 8
+PHASH_HIGHFREQ = 4
+
+
+def bits_to_hex(bits: np.ndarray) -> str:
+    """Pack a flat 0/1 (or bool) array, first element as the most significant bit, into hex."""
+    return np.packbits(np.asarray(bits, dtype=np.uint8).ravel()).tobytes().hex()
+
+
+def phash_from_gray32(pixels: np.ndarray) -> str:
+    """pHash of a 32x32 grayscale uint8 array (the already resized image), as 16 hex digits."""
+    dct = scipy.fftpack.dct(scipy.fftpack.dct(pixels, axis=0), axis=1)
+    low = dct[:PHASH_SIZE, :PHASH_SIZE]
+    return bits_to_hex(low > np.median(low))
+
+
+def phash(gray: Image.Image) -> str:
+    """pHash of a grayscale ("L") image, identical to ``str(imagehash.phash(img))``."""
+    size = PHASH_SIZE * PHASH_HIGHFREQ
+    return phash_from_gray32(np.asarray(gray.resize((size, size), _RESAMPLE)))
+
+
+def dhash_from_gray9x8(pixels: np.ndarray) -> str:
+    """dHash of an 8-row, 9-column grayscale uint8 array, as 16 hex digits."""
+    return bits_to_hex(pixels[:, 1:] > pixels[:, :-1])
+
+
+def dhash(gray: Image.Image) -> str:
+    """dHash of a grayscale ("L") image, identical to ``str(imagehash.dhash(img))``."""
+    return dhash_from_gray9x8(np.asarray(gray.resize((PHASH_SIZE + 1, PHASH_SIZE), _RESAMPLE)))
+
+
+def pdq(rgb: Image.Image) -> tuple[str, int]:
+    """PDQ hash (64 hex digits) and quality (0-100) of an RGB image.
+
+    The caller must pass RGB: pdqhash reads the first three channels as RGB, so a CMYK array hashes
+    almost inverted and a palette array is read as indices (see DEVELOPERS.md).
+    """
+    import pdqhash  # imported lazily: a C extension workers only need when PDQ is enabled
+
+    if rgb.mode != "RGB":
+        raise ValueError(f"pdq needs an RGB image, got mode {rgb.mode}")
+    vector, quality = pdqhash.compute(np.ascontiguousarray(np.asarray(rgb)))
+    return bits_to_hex(vector), int(quality)

@@ -1,0 +1,268 @@
+"""Readers for known-bad hash lists in the formats they are really delivered in.
+
+Formats (``fmt``), chosen by ``auto`` from the first entry line unless given:
+
+* ``plain``  one hex hash per line (``needles.txt``; most exports).
+* ``typed``  ``<type> <hash>`` per line (python-threatexchange's file format).
+* ``csv``    comma/tab separated, with or without a header (ThreatExchange "simple" exports,
+             HMA sample CSVs, ``pdq_samples.csv``); the hash column and an optional entry-id and
+             type column are found by header name, or are columns 0 and 1 without a header.
+* ``jsonl``  one JSON object per line with a hash field (and optionally a type and id field).
+
+Rules, the same for every format: a UTF-8 BOM is ignored; blank lines and ``#`` comment lines (plain
+and typed formats) are skipped; hex is case-insensitive; an entry of another type than the list's is
+an error unless ``other_types="skip"``; the first malformed entry stops the read with
+``ListFormatError("<file>:<line>: <reason>")``; duplicates are counted and kept once.
+Reading streams the file, so memory grows with the number of distinct entries only.
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+from dataclasses import dataclass, field
+
+import numpy as np
+from apache_beam.io.filesystems import FileSystems
+
+from shardguard.indexes.hashtypes import HASH_TYPES, HashFormatError, HashType
+
+FORMATS = ("auto", "plain", "typed", "csv", "jsonl")
+_HASH_HEADERS = ("hash", "signal_str", "indicator", "signal_value", "value", "pdq_hash", "md5_hash",
+                 "sha256_hash", "hash_value")
+_ID_HEADERS = ("id", "entry_id", "indicator_id", "first_descriptor_id", "descriptor_id")
+_TYPE_HEADERS = ("type", "signal_type", "hash_type", "indicator_type")
+
+
+class ListFormatError(ValueError):
+    """A hash list that cannot be read; the message starts with ``file:line:``."""
+
+
+@dataclass(frozen=True)
+class ListOptions:
+    """How to read one list file (everything has a sensible default)."""
+
+    fmt: str = "auto"
+    hash_column: str | None = None
+    id_column: str | None = None
+    type_column: str | None = None
+    other_types: str = "error"  # or "skip"
+
+
+@dataclass
+class ParsedList:
+    """The distinct entries of one list file, in file order, plus how the file was read."""
+
+    hash_type: HashType
+    codes: bytearray = field(default_factory=bytearray)
+    lines: list[int] = field(default_factory=list)
+    ids: list[str] = field(default_factory=list)
+    stats: dict = field(default_factory=lambda: {
+        "lines": 0, "entries": 0, "duplicates": 0, "skipped_blank_or_comment": 0,
+        "skipped_other_type": 0})
+    fmt: str = ""
+    source_sha256: str = ""
+    _seen: set = field(default_factory=set, repr=False)
+
+    def add(self, value: str, line: int, entry_id: str | None) -> None:
+        """Add one validated hex hash; duplicates are counted, the first occurrence kept."""
+        raw = bytes.fromhex(value)
+        if raw in self._seen:
+            self.stats["duplicates"] += 1
+            return
+        self._seen.add(raw)
+        self.codes += raw
+        self.lines.append(line)
+        self.ids.append(entry_id or "")
+        self.stats["entries"] += 1
+
+    def code_array(self) -> np.ndarray:
+        """Distinct entries as an ``(n, nbytes)`` uint8 array."""
+        return np.frombuffer(bytes(self.codes), dtype=np.uint8).reshape(-1, self.hash_type.nbytes)
+
+
+class _HashingReader(io.RawIOBase):
+    """Wraps a binary stream and sha256-hashes every byte read, so the file is read once."""
+
+    def __init__(self, raw):
+        self._raw, self.sha = raw, hashlib.sha256()
+
+    def readable(self):  # noqa: D102
+        return True
+
+    def readinto(self, buf):  # noqa: D102
+        data = self._raw.read(len(buf))
+        self.sha.update(data)
+        buf[: len(data)] = data
+        return len(data)
+
+
+def _sniff(first: str) -> str:
+    stripped = first.strip()
+    if stripped.startswith("{"):
+        return "jsonl"
+    if "," in stripped or "\t" in stripped:
+        return "csv"
+    parts = stripped.split()
+    if len(parts) == 2 and parts[0].lower() in HASH_TYPES:
+        return "typed"
+    return "plain"
+
+
+def _check_type(declared: HashType, given: str, opts: ListOptions, out: ParsedList) -> bool:
+    """True when the entry is of the list's type; False to skip; raise on a mismatch."""
+    name = given.strip().lower()
+    if name == declared.name:
+        return True
+    if opts.other_types == "skip":
+        out.stats["skipped_other_type"] += 1
+        return False
+    raise HashFormatError(f"entry type {given!r} does not match list type {declared.name!r} "
+                          "(split the file per type, or set other_types: skip)")
+
+
+def _read_plain(lines, ht, opts, out):
+    for no, text in lines:
+        s = text.strip()
+        if not s or s.startswith("#"):
+            out.stats["skipped_blank_or_comment"] += 1
+            continue
+        yield no, s, None
+
+
+def _read_typed(lines, ht, opts, out):
+    for no, text in lines:
+        s = text.strip()
+        if not s or s.startswith("#"):
+            out.stats["skipped_blank_or_comment"] += 1
+            continue
+        parts = s.split()
+        if len(parts) != 2:
+            raise HashFormatError(f"expected '<type> <hash>', got {len(parts)} fields")
+        if _check_type(ht, parts[0], opts, out):
+            yield no, parts[1], None
+
+
+def _pick(header: list[str], wanted: str | None, defaults, what: str) -> int | None:
+    lowered = [h.strip().lower() for h in header]
+    if wanted is not None:
+        if wanted.isdigit():
+            return int(wanted)
+        if wanted.lower() not in lowered:
+            raise HashFormatError(f"no {what} column {wanted!r} in header {header}")
+        return lowered.index(wanted.lower())
+    for name in defaults:
+        if name in lowered:
+            return lowered.index(name)
+    return None
+
+
+def _read_csv(lines, ht, opts, out):
+    lines = iter(lines)
+    first = next(lines, None)
+    if first is None:
+        return
+    delim = "\t" if "\t" in first[1] and "," not in first[1] else ","
+    row0 = next(csv.reader([first[1]], delimiter=delim))
+    hash_col = int(opts.hash_column) if (opts.hash_column or "").isdigit() else 0
+    is_header = opts.hash_column is not None and not opts.hash_column.isdigit()
+    if not is_header:
+        try:
+            ht.parse(row0[hash_col] if hash_col < len(row0) else "")
+        except HashFormatError:
+            is_header = True
+    if is_header:
+        hash_col = _pick(row0, opts.hash_column, _HASH_HEADERS + (ht.name,), "hash")
+        if hash_col is None:
+            raise HashFormatError(f"header {row0} has no hash column; set hash_column")
+        id_col = _pick(row0, opts.id_column, _ID_HEADERS, "id")
+        type_col = _pick(row0, opts.type_column, _TYPE_HEADERS, "type")
+        data = lines
+    else:
+        id_col = int(opts.id_column) if (opts.id_column or "").isdigit() else (1 if len(row0) > 1 else None)
+        type_col = int(opts.type_column) if (opts.type_column or "").isdigit() else None
+        data = _chain(first, lines)
+    for no, text in data:
+        if not text.strip():
+            out.stats["skipped_blank_or_comment"] += 1
+            continue
+        row = next(csv.reader([text], delimiter=delim))
+        if hash_col >= len(row):
+            raise HashFormatError(f"row has {len(row)} columns, hash column is {hash_col}")
+        if type_col is not None and type_col < len(row) and not _check_type(ht, row[type_col], opts, out):
+            continue
+        entry_id = row[id_col].strip() if id_col is not None and id_col < len(row) else None
+        yield no, row[hash_col], entry_id
+
+
+def _chain(first, rest):
+    yield first
+    yield from rest
+
+
+def _read_jsonl(lines, ht, opts, out):
+    hkey, ikey, tkey = opts.hash_column or "hash", opts.id_column or "id", opts.type_column or "type"
+    for no, text in lines:
+        if not text.strip():
+            out.stats["skipped_blank_or_comment"] += 1
+            continue
+        try:
+            obj = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise HashFormatError(f"invalid JSON: {exc.msg}") from None
+        if not isinstance(obj, dict) or hkey not in obj:
+            raise HashFormatError(f"JSON line has no {hkey!r} field")
+        if tkey in obj and not _check_type(ht, str(obj[tkey]), opts, out):
+            continue
+        entry_id = obj.get(ikey)
+        yield no, str(obj[hkey]), None if entry_id is None else str(entry_id)
+
+
+_READERS = {"plain": _read_plain, "typed": _read_typed, "csv": _read_csv, "jsonl": _read_jsonl}
+
+
+def _numbered_lines(text_stream, counter: dict):
+    for no, line in enumerate(text_stream, start=1):
+        if no == 1 and line.startswith("\ufeff"):
+            line = line[1:]
+        counter["lines"] = no
+        yield no, line.rstrip("\r\n")
+
+
+def _first_entry_line(path: str) -> str:
+    with FileSystems.open(path) as raw:
+        text = io.TextIOWrapper(raw, encoding="utf-8", errors="replace")
+        for line in text:
+            s = line.lstrip("\ufeff").strip()
+            if s and not s.startswith("#"):
+                return s
+    return ""
+
+
+def parse_list(path: str, hash_type: HashType, opts: ListOptions = ListOptions()) -> ParsedList:
+    """Read and validate every entry of one list file; raise ListFormatError naming file:line."""
+    if opts.fmt not in FORMATS:
+        raise ListFormatError(f"{path}:0: unknown list format {opts.fmt!r}; one of {FORMATS}")
+    try:
+        fmt = _sniff(_first_entry_line(path)) if opts.fmt == "auto" else opts.fmt
+    except (OSError, FileNotFoundError) as exc:
+        raise ListFormatError(f"{path}:0: cannot open list: {exc}") from None
+    out = ParsedList(hash_type=hash_type, fmt=fmt)
+    no = 0
+    with FileSystems.open(path) as raw:
+        hashing = _HashingReader(raw)
+        text = io.TextIOWrapper(io.BufferedReader(hashing), encoding="utf-8", newline="")
+        try:
+            for no, value, entry_id in _READERS[fmt](_numbered_lines(text, out.stats), hash_type, opts, out):
+                out.add(hash_type.parse(value), no, entry_id)
+        except HashFormatError as exc:
+            raise ListFormatError(f"{path}:{out.stats['lines']}: {exc}") from None
+        except UnicodeDecodeError:
+            raise ListFormatError(f"{path}:{out.stats['lines'] + 1}: not valid UTF-8 text") from None
+        except csv.Error as exc:
+            raise ListFormatError(f"{path}:{out.stats['lines']}: CSV error: {exc}") from None
+    out.source_sha256 = hashing.sha.hexdigest()
+    if out.stats["entries"] == 0:
+        raise ListFormatError(f"{path}:{out.stats['lines']}: list has no {hash_type.name} entries")
+    return out

@@ -1,0 +1,105 @@
+"""Match hashes against a loaded list artifact: exact lookups or FAISS Hamming range search.
+
+``ListMatcher.match_batch`` takes a batch of hex hashes (None where a row has none) and returns, per
+row, the list of matches. The matcher interface is deliberately batch-in/batch-out and stateless
+after loading, so the same object can sit behind a per-worker side input (``Shared``) or, for lists
+too large for a worker, behind a join on hash buckets.
+"""
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from shardguard.indexes.artifacts import load_artifact_files
+from shardguard.indexes.hashtypes import HashType, get_hash_type
+
+
+@dataclass(frozen=True)
+class Match:
+    """One list hit for one row: which list, which hash type, which entry, how far."""
+
+    source: str
+    type: str
+    entry: str
+    distance: int
+
+    def as_dict(self) -> dict:
+        """Plain dict for records (the schema of removal/review ``matches``)."""
+        return {"source": self.source, "kind": "hashlist", "type": self.type, "entry": self.entry,
+                "distance": float(self.distance)}
+
+
+class ListMatcher:
+    """A loaded, verified list artifact that answers match queries."""
+
+    def __init__(self, sidecar: dict, blobs: dict):
+        self.sidecar = sidecar
+        self.name: str = sidecar["name"]
+        self.hash_type: HashType = get_hash_type(sidecar["type"])
+        self.max_distance: int = int(sidecar["max_distance"])
+        self.min_quality: int = int(sidecar["min_quality"])
+        self.action: str = sidecar["action"]
+        table = pq.read_table(io.BytesIO(blobs["entries.parquet"]))
+        nbytes = self.hash_type.nbytes
+        self._codes = np.frombuffer(b"".join(table.column("code").to_pylist()), dtype=f"S{nbytes}")
+        lines = table.column("line").to_numpy()
+        ids = table.column("entry_id").to_pylist()
+        self._labels = [i if i else f"line {n}" for i, n in zip(ids, lines)]
+        self._index = None
+        if self.hash_type.perceptual:
+            import faiss
+
+            raw = np.frombuffer(blobs["index.faissbin"], dtype=np.uint8)
+            self._index = faiss.deserialize_index_binary(raw)
+
+    @classmethod
+    def load(cls, art_dir: str, expected_fingerprint: str | None = None) -> "ListMatcher":
+        """Load and verify an artifact directory."""
+        return cls(*load_artifact_files(art_dir, expected_fingerprint))
+
+    def __len__(self) -> int:
+        return len(self._codes)
+
+    def _eligible(self, hexes, qualities) -> list[int]:
+        rows = []
+        for i, h in enumerate(hexes):
+            if not h:
+                continue
+            if self.min_quality and (qualities is None or qualities[i] is None
+                                     or qualities[i] < self.min_quality):
+                continue  # too low quality to trust a perceptual match (PDQ guidance)
+            rows.append(i)
+        return rows
+
+    def match_batch(self, hexes, qualities=None) -> list[list[Match]]:
+        """Matches for each row of a batch; rows without a hash or below min_quality get none."""
+        out: list[list[Match]] = [[] for _ in hexes]
+        rows = self._eligible(hexes, qualities)
+        if not rows:
+            return out
+        queries = self.hash_type.to_codes([hexes[i] for i in rows])
+        if self._index is None:
+            self._match_exact(rows, queries, out)
+        else:
+            self._match_hamming(rows, queries, out)
+        return out
+
+    def _match_exact(self, rows, queries, out) -> None:
+        keys = queries.view(f"S{self.hash_type.nbytes}").ravel()
+        pos = np.searchsorted(self._codes, keys)
+        for r, p, k in zip(rows, pos, keys):
+            if p < len(self._codes) and self._codes[p] == k:
+                out[r].append(Match(self.name, self.hash_type.name, self._labels[p], 0))
+
+    def _match_hamming(self, rows, queries, out) -> None:
+        # FAISS returns distances strictly below the radius, so ask for max_distance + 1.
+        lims, dists, ids = self._index.range_search(np.ascontiguousarray(queries),
+                                                    self.max_distance + 1)
+        for qi, r in enumerate(rows):
+            lo, hi = int(lims[qi]), int(lims[qi + 1])
+            hits = sorted(zip(dists[lo:hi].tolist(), ids[lo:hi].tolist()))  # deterministic order
+            out[r].extend(Match(self.name, self.hash_type.name, self._labels[i], int(d))
+                          for d, i in hits)

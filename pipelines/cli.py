@@ -1,0 +1,115 @@
+"""The ``shardguard`` command: scan, lists build, manifest show, sample (demo data)."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+
+USAGE = """usage: shardguard <command> [options]
+
+commands:
+  scan            scan parquet shards against hash lists (Beam pipeline options pass through)
+  lists build     parse, validate and build a fingerprinted list artifact
+  manifest show   human summary of a run directory (--json for scripts)
+  sample          write a small synthetic dataset and lists (what `make demo` scans)
+"""
+
+
+def _setup_logging() -> None:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("shardguard").setLevel(os.environ.get("SHARDGUARD_LOG", "INFO"))
+
+
+def _lists_build(argv) -> int:
+    from shardguard.indexes.artifacts import build_artifact
+    from shardguard.indexes.hashtypes import get_hash_type
+    from shardguard.indexes.listformats import ListOptions, parse_list
+    from shardguard.pipelines.config import HashListSpec
+    from shardguard.pipelines.lists import default_name, settings_for
+
+    p = argparse.ArgumentParser(prog="shardguard lists build")
+    p.add_argument("--type", required=True)
+    p.add_argument("--input", required=True, help="list file (plain, typed, csv, jsonl)")
+    p.add_argument("--output", required=True, help="artifact directory to create")
+    p.add_argument("--name")
+    p.add_argument("--max-distance", type=int)
+    p.add_argument("--min-quality", type=int)
+    p.add_argument("--action", default="remove", choices=("remove", "quarantine", "tag"))
+    p.add_argument("--format", default="auto")
+    p.add_argument("--hash-column")
+    p.add_argument("--id-column")
+    p.add_argument("--type-column")
+    p.add_argument("--other-types", default="error", choices=("error", "skip"))
+    a = p.parse_args(argv)
+    spec = HashListSpec(type=a.type, path=a.input, name=a.name or "", max_distance=a.max_distance,
+                        min_quality=a.min_quality, action=a.action, format=a.format)
+    try:
+        parsed = parse_list(a.input, get_hash_type(a.type), ListOptions(
+            fmt=a.format, hash_column=a.hash_column, id_column=a.id_column, type_column=a.type_column,
+            other_types=a.other_types))
+        sidecar = build_artifact(parsed, settings_for(spec, default_name(spec)), a.output, a.input)
+    except ValueError as exc:
+        print(f"shardguard: error: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps({k: sidecar[k] for k in ("name", "type", "entries", "max_distance", "min_quality",
+                                              "fingerprint")}, indent=2))
+    return 0
+
+
+def _manifest(argv) -> int:
+    from shardguard.pipelines import manifest as mf
+
+    p = argparse.ArgumentParser(prog="shardguard manifest")
+    p.add_argument("action", choices=("show",))
+    p.add_argument("run_dir")
+    p.add_argument("--json", action="store_true")
+    a = p.parse_args(argv)
+    try:
+        manifest = mf.read_manifest(a.run_dir)
+    except mf.ManifestError as exc:
+        print(f"shardguard: error: {exc}", file=sys.stderr)
+        return 2
+    if a.json:
+        print(json.dumps({"run": manifest["run"], "totals": manifest["totals"],
+                          "lists": [{k: l[k] for k in ("name", "type", "entries", "fingerprint")}
+                                    for l in manifest["lists"]],
+                          "shards": [{"shard": s["shard"], "status": s["status"], "counts": s["counts"]}
+                                     for s in manifest["shards"]]}, indent=2))
+    else:
+        print(mf.summary_text(manifest))
+        for s in manifest["shards"]:
+            if s["status"] == "ok":
+                c = s["counts"]
+                print(f"    {s['shard']}: {c['rows_in']} in, {c['kept']} kept, {c['removed']} removed, "
+                      f"{c['quarantined']} quarantined, {c['errored']} errored")
+    return 0
+
+
+def main(argv=None) -> int:
+    """Entry point of the ``shardguard`` console script."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    _setup_logging()
+    if not argv or argv[0] in ("-h", "--help"):
+        print(USAGE)
+        return 0 if argv else 2
+    cmd, rest = argv[0], argv[1:]
+    if cmd == "scan":
+        from shardguard.pipelines.scan import run
+
+        return run(rest)
+    if cmd == "lists" and rest[:1] == ["build"]:
+        return _lists_build(rest[1:])
+    if cmd == "manifest":
+        return _manifest(rest)
+    if cmd == "sample":
+        from shardguard.pipelines.sample_data import main as sample_main
+
+        return sample_main(rest)
+    print(USAGE, file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

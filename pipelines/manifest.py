@@ -1,0 +1,150 @@
+"""The run manifest: built from per-shard summaries by one final step, validated on read.
+
+``manifest.json`` records everything needed to audit and reproduce a run: run id and times, code
+and library versions, the resolved config, each list's sidecar (fingerprint and counts, never its
+entries), and per shard the input fingerprint, the counts, reasons, errors and output checksums,
+plus totals. ``check_accounting`` is the invariant a scan verifies before reporting success:
+rows_in = kept + removed + quarantined + errored for every shard and in total.
+"""
+from __future__ import annotations
+
+import hashlib
+import platform
+from importlib import metadata
+
+from shardguard.indexes import fileio
+from shardguard.indexes.version import code_version
+
+MANIFEST_FORMAT = "shardguard-manifest/1"
+COUNT_KEYS = ("rows_in", "kept", "removed", "quarantined", "errored", "unchecked_kept")
+_LIBS = ("apache-beam", "pyarrow", "numpy", "pillow", "imagehash", "scipy", "pdqhash", "faiss-cpu",
+         "torch", "open-clip-torch")
+
+
+class ManifestError(ValueError):
+    """A manifest that is missing, malformed, or whose numbers do not add up."""
+
+
+def library_versions() -> dict:
+    """Versions of the libraries whose behaviour shapes the outputs."""
+    out = {"python": platform.python_version()}
+    for name in _LIBS:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def run_id(config_fp: str, input_shas: list[str]) -> str:
+    """Content-addressed run id: the same inputs and config give the same id."""
+    h = hashlib.sha256(config_fp.encode())
+    for s in sorted(input_shas):
+        h.update(s.encode())
+    return h.hexdigest()[:20]
+
+
+def totals(shards: list[dict]) -> dict:
+    """Summed counts, reasons and error classes over shards that finished."""
+    tot = {k: 0 for k in COUNT_KEYS}
+    reasons: dict[str, int] = {}
+    errors: dict[str, int] = {}
+    for s in shards:
+        if s["status"] != "ok":
+            continue
+        for k in COUNT_KEYS:
+            tot[k] += s["counts"][k]
+        for table, src in ((reasons, s["reasons"]), (errors, s["errors"])):
+            for k, v in src.items():
+                table[k] = table.get(k, 0) + v
+    tot["shards"] = len(shards)
+    tot["shards_failed"] = sum(1 for s in shards if s["status"] != "ok")
+    return {"counts": tot, "reasons": dict(sorted(reasons.items())), "errors": dict(sorted(errors.items()))}
+
+
+def check_accounting(manifest: dict) -> list[str]:
+    """Every violated accounting invariant, as a message (empty when the numbers add up)."""
+    problems = []
+    for s in manifest["shards"]:
+        if s["status"] != "ok":
+            continue
+        c = s["counts"]
+        if c["rows_in"] != c["kept"] + c["removed"] + c["quarantined"] + c["errored"]:
+            problems.append(f"shard {s['shard']}: rows_in {c['rows_in']} != kept+removed+quarantined+errored")
+        if s["input"].get("rows") is not None and c["rows_in"] != s["input"]["rows"]:
+            problems.append(f"shard {s['shard']}: {c['rows_in']} rows accounted, input has {s['input']['rows']}")
+        if s["outputs"]["clean"]["rows"] != c["kept"]:
+            problems.append(f"shard {s['shard']}: clean shard has {s['outputs']['clean']['rows']} rows, "
+                            f"{c['kept']} kept")
+        if s["outputs"]["removed"]["rows"] != c["removed"] or s["outputs"]["review"]["rows"] != c["quarantined"]:
+            problems.append(f"shard {s['shard']}: removal/review records do not match the counts")
+    expect = totals(manifest["shards"])["counts"]
+    if manifest["totals"]["counts"] != expect:
+        problems.append("totals do not equal the sum of the shards")
+    return problems
+
+
+def build_manifest(*, config: dict, config_fp: str, lists: list[dict], shards: list[dict],
+                   started: str, finished: str, kind: str = "scan", extra: dict | None = None) -> dict:
+    """Assemble the manifest dict (shards sorted by id for determinism)."""
+    shards = sorted(shards, key=lambda s: s["shard"])
+    manifest = {
+        "format": MANIFEST_FORMAT, "kind": kind,
+        "run": {"id": run_id(config_fp, [s["input"].get("sha256") or "" for s in shards]),
+                "started_at": started, "finished_at": finished},
+        "code_version": code_version(), "libraries": library_versions(),
+        "config": config, "config_fingerprint": config_fp,
+        "lists": [{k: v for k, v in sc.items()} for sc in lists],
+        "shards": shards, "totals": totals(shards),
+    }
+    if extra:
+        manifest.update(extra)
+    return manifest
+
+
+def write_manifest(output_dir: str, manifest: dict) -> str:
+    """Write ``manifest.json`` atomically; return its sha256."""
+    return fileio.write_atomic(fileio.join(output_dir, "manifest.json"), fileio.canonical_json(manifest))
+
+
+def read_manifest(output_dir: str) -> dict:
+    """Read and validate a run's manifest (format and accounting)."""
+    path = fileio.join(output_dir, "manifest.json")
+    if not fileio.exists(path):
+        raise ManifestError(f"{path}: no manifest (not a shardguard run directory, or unfinished)")
+    try:
+        manifest = fileio.read_json(path)
+    except ValueError as exc:
+        raise ManifestError(f"{path}: not valid JSON: {exc}") from None
+    if manifest.get("format") != MANIFEST_FORMAT:
+        raise ManifestError(f"{path}: unsupported manifest format {manifest.get('format')!r}")
+    for key in ("run", "config", "lists", "shards", "totals"):
+        if key not in manifest:
+            raise ManifestError(f"{path}: missing {key!r}")
+    return manifest
+
+
+def summary_text(manifest: dict) -> str:
+    """Human summary: totals, reasons, errors, lists and failed shards."""
+    t = manifest["totals"]["counts"]
+    lines = [f"shardguard {manifest['kind']} run {manifest['run']['id']} "
+             f"({manifest['run']['started_at']} → {manifest['run']['finished_at']})",
+             f"  shards: {t['shards']} ({t['shards_failed']} failed)",
+             f"  rows:   {t['rows_in']} in = {t['kept']} kept + {t['removed']} removed + "
+             f"{t['quarantined']} quarantined + {t['errored']} errored"
+             + (f"  ({t['unchecked_kept']} kept unchecked)" if t["unchecked_kept"] else "")]
+    if manifest["totals"]["reasons"]:
+        lines.append("  removals/quarantines by reason:")
+        lines += [f"    {k}: {v}" for k, v in manifest["totals"]["reasons"].items()]
+    if manifest["totals"]["errors"]:
+        lines.append("  errors by class:")
+        lines += [f"    {k}: {v}" for k, v in manifest["totals"]["errors"].items()]
+    if manifest["lists"]:
+        lines.append("  lists:")
+        lines += [f"    {sc['name']}: {sc['type']} {sc['entries']} entries, max distance {sc['max_distance']}"
+                  f", action {sc['action']}, fingerprint {sc['fingerprint'][:16]}" for sc in manifest["lists"]]
+    for s in manifest["shards"]:
+        if s["status"] != "ok":
+            lines.append(f"  FAILED shard {s['shard']} ({s['input']['path']}): "
+                         f"{s['failure']['stage']}: {s['failure']['message'][:160]}")
+    return "\n".join(lines)

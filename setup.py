@@ -1,0 +1,45 @@
+"""Packaging for shardguard.
+
+The fixed top-level folders ``pipelines/``, ``transforms/`` and ``indexes/`` are installed as the
+subpackages ``shardguard.pipelines``, ``shardguard.transforms`` and ``shardguard.indexes`` (``shardguard``
+itself is a PEP 420 namespace), so the repository keeps its layout and nothing generic such as a
+top-level ``pipelines`` module lands in site-packages. This same file is what Dataflow's
+``--setup_file ./setup.py`` uses to stage the code on workers.
+"""
+from setuptools import setup
+
+VERSION = "0.1.0"
+
+setup(
+    name="shardguard",
+    version=VERSION,
+    description="Curation and contamination scanning for image-text training data (Apache Beam).",
+    python_requires=">=3.10",
+    packages=["shardguard.pipelines", "shardguard.transforms", "shardguard.indexes"],
+    package_dir={
+        "shardguard.pipelines": "pipelines",
+        "shardguard.transforms": "transforms",
+        "shardguard.indexes": "indexes",
+    },
+    package_data={"shardguard.pipelines": ["data/*.yaml", "data/*.json"]},
+    install_requires=[
+        "apache-beam>=2.60,<3",
+        "numpy>=1.26,<2.5",
+        "pyarrow>=14,<26",
+        "pillow>=10,<13",
+        "imagehash>=4.3",
+        "scipy>=1.10",
+        "pdqhash>=0.2.8",
+        "faiss-cpu>=1.8",
+        "PyYAML>=6",
+        "torch>=2.1",
+        "open-clip-torch>=2.24",
+        "safetensors>=0.4",
+    ],
+    extras_require={
+        "gpu": ["faiss-gpu-cu12"],
+        "dataflow": ["apache-beam[gcp]"],
+        "dev": ["pytest>=8", "pytest-timeout", "hypothesis>=6"],
+    },
+    entry_points={"console_scripts": ["shardguard=shardguard.pipelines.cli:main"]},
+)

@@ -1,0 +1,1 @@
+"""Beam building blocks: each a thin DoFn/PTransform over plain, unit-testable functions."""

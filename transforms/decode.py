@@ -1,0 +1,114 @@
+"""Decode image bytes once, safely, into the pixels every hash reads.
+
+``decode_image`` is the one place bytes become pixels: it enforces a decompression-bomb pixel limit
+before any pixel is decoded, applies EXIF orientation, takes the first frame of animations, and
+converts to RGB (CMYK and palette images hash wrongly otherwise). Every failure raises
+``DecodeError`` with a stable ``error_class`` that becomes a counter and a record.
+"""
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import dataclass
+from functools import cached_property
+
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+# Pillow's own default; a row above it is refused before decoding (a "decompression bomb").
+DEFAULT_MAX_PIXELS = 89_478_485
+
+
+class DecodeError(Exception):
+    """An image that cannot be decoded; ``error_class`` is a short stable name for counters."""
+
+    def __init__(self, error_class: str, message: str):
+        super().__init__(message)
+        self.error_class = error_class
+
+
+@dataclass
+class DecodedImage:
+    """Stored bytes plus decoded RGB pixels; grayscale derived once on first use."""
+
+    data: bytes
+    rgb: Image.Image
+    source_mode: str
+    frames: int
+
+    @property
+    def width(self) -> int:
+        """Width after EXIF orientation."""
+        return self.rgb.width
+
+    @property
+    def height(self) -> int:
+        """Height after EXIF orientation."""
+        return self.rgb.height
+
+    @cached_property
+    def gray(self) -> Image.Image:
+        """The "L" image that pHash and dHash read (as imagehash's ``convert('L')`` does)."""
+        return self.rgb.convert("L")
+
+
+def _classify(exc: Exception) -> str:
+    """A stable error class from Pillow's exception (its messages are the only signal it gives)."""
+    msg = str(exc).lower()
+    if "truncated" in msg or "broken data stream" in msg or isinstance(exc, EOFError):
+        return "truncated"
+    return "corrupt"
+
+
+def _open(data: bytes, max_pixels: int) -> Image.Image:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data))
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise DecodeError("decompression_bomb", str(exc)) from None
+    except UnidentifiedImageError:
+        raise DecodeError("unidentified", "not a recognised image format") from None
+    except (OSError, ValueError, SyntaxError, EOFError, IndexError, TypeError) as exc:
+        raise DecodeError(_classify(exc), f"{type(exc).__name__}: {str(exc)[:200]}") from None
+    w, h = img.size
+    if w <= 0 or h <= 0:
+        raise DecodeError("bad_dimensions", f"image has size {w}x{h}")
+    if w * h > max_pixels:
+        raise DecodeError("decompression_bomb", f"{w}x{h} = {w * h} pixels exceeds limit {max_pixels}")
+    return img
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    if img.mode == "RGB":
+        return img
+    with warnings.catch_warnings():
+        # "Palette images with Transparency expressed in bytes should be converted to RGBA": the
+        # alpha is dropped either way, and the RGB values are the same.
+        warnings.simplefilter("ignore", UserWarning)
+        return img.convert("RGB")
+
+
+def decode_image(data: bytes | None, max_pixels: int = DEFAULT_MAX_PIXELS) -> DecodedImage:
+    """Decode ``data`` into a DecodedImage or raise DecodeError."""
+    if data is None:
+        raise DecodeError("null_image", "image column is null")
+    if len(data) == 0:
+        raise DecodeError("empty", "image has zero bytes")
+    img = _open(data, max_pixels)
+    source_mode, frames = img.mode, int(getattr(img, "n_frames", 1) or 1)
+    try:
+        if frames > 1:
+            img.seek(0)  # first frame: what a thumbnail or a training loader would show
+        img.load()
+        img = ImageOps.exif_transpose(img) or img
+        rgb = _to_rgb(img)
+        rgb.load()
+    except DecodeError:
+        raise
+    except Image.DecompressionBombError as exc:
+        raise DecodeError("decompression_bomb", str(exc)[:200]) from None
+    except (OSError, ValueError, SyntaxError, IndexError, TypeError, EOFError) as exc:
+        raise DecodeError(_classify(exc), f"{type(exc).__name__}: {str(exc)[:200]}") from None
+    except MemoryError:
+        raise DecodeError("out_of_memory", "decoding exceeded available memory") from None
+    return DecodedImage(data=data, rgb=rgb, source_mode=source_mode, frames=frames)

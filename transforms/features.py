@@ -1,0 +1,75 @@
+"""Per-row features: the stored-bytes hashes, perceptual hashes and image size.
+
+``compute_row_features`` turns one input row into one features record (never carrying image bytes
+onward). A row that cannot be hashed becomes an error record with stage, class and message; it is
+never dropped. The record layout is ``FEATURE_SCHEMA``: what ``features/<shard>.parquet`` holds and
+what a re-filter reads back.
+"""
+from __future__ import annotations
+
+import pyarrow as pa
+
+from shardguard.indexes.hashtypes import HASH_TYPES
+from shardguard.transforms.decode import DecodeError, decode_image
+
+CRYPTO_TYPES = tuple(n for n, t in HASH_TYPES.items() if not t.perceptual)
+
+FEATURE_SCHEMA = pa.schema([
+    ("row", pa.int64()), ("key", pa.string()), ("key_derived", pa.bool_()), ("url", pa.string()),
+    ("status", pa.string()), ("input_status", pa.string()),
+    ("error_stage", pa.string()), ("error_class", pa.string()), ("error_message", pa.string()),
+    ("md5", pa.string()), ("sha1", pa.string()), ("sha256", pa.string()),
+    ("phash", pa.string()), ("dhash", pa.string()), ("pdq", pa.string()), ("pdq_quality", pa.int32()),
+    ("width", pa.int32()), ("height", pa.int32()), ("source_mode", pa.string()),
+])
+
+OK, ERROR = "ok", "error"
+
+
+def base_record(row: dict) -> dict:
+    """The identity part of a features record, every other field null."""
+    rec = {f.name: None for f in FEATURE_SCHEMA}
+    rec.update(row=row["row"], key=row["key"], key_derived=row["key_derived"], url=row.get("url"),
+               input_status=row.get("status"))
+    return rec
+
+
+def error_record(row: dict, stage: str, error_class: str, message: str) -> dict:
+    """A features record for a row that could not be processed."""
+    rec = base_record(row)
+    rec.update(status=ERROR, error_stage=stage, error_class=error_class, error_message=message[:500])
+    return rec
+
+
+def compute_row_features(row: dict, hash_names: tuple[str, ...], max_pixels: int) -> dict:
+    """Features of one input row (see module doc); never raises for bad image data."""
+    status = row.get("status")
+    if status is not None and status != "success":
+        return error_record(row, "input", f"status_{status}", f"input status is {status!r}")
+    data = row.get("image")
+    if data is None:
+        return error_record(row, "input", "null_image", "image column is null")
+    rec = base_record(row)
+    # Cryptographic hashes need only the bytes: computed even when decoding then fails, so a
+    # known-bad file that is not a valid image is still caught by exact lists.
+    for name in hash_names:
+        if name in CRYPTO_TYPES:
+            rec.update(HASH_TYPES[name].compute(_BytesOnly(data)))
+    try:
+        img = decode_image(data, max_pixels)
+    except DecodeError as exc:
+        rec.update(status=ERROR, error_stage="decode", error_class=exc.error_class,
+                   error_message=str(exc)[:500])
+        return rec
+    for name in hash_names:
+        if name not in CRYPTO_TYPES:
+            rec.update(HASH_TYPES[name].compute(img))
+    rec.update(status=OK, width=img.width, height=img.height, source_mode=img.source_mode)
+    return rec
+
+
+class _BytesOnly:
+    """The ImageLike view a cryptographic hash needs: bytes, no pixels."""
+
+    def __init__(self, data: bytes):
+        self.data = data

@@ -1,0 +1,157 @@
+"""Plain functions over img2dataset-style parquet shards: identity, row streaming, filtered copy.
+
+Shards are read through Beam's FileSystems (local, gs://, s3://) with pyarrow, a record batch at a
+time, projecting only the columns a stage needs, so memory is bounded by the batch size and not by
+the shard.
+"""
+from __future__ import annotations
+
+import posixpath
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from apache_beam.io.filesystems import FileSystems
+
+from shardguard.indexes import fileio
+
+READ_BATCH_ROWS = 64  # image rows per record batch: ~64 images in memory per reading thread
+
+
+@dataclass(frozen=True)
+class ColumnNames:
+    """Input column names (img2dataset's by default)."""
+
+    image: str = "jpg"
+    key: str = "key"
+    url: str = "url"
+    caption: str = "caption"
+    status: str = "status"
+
+
+@contextmanager
+def open_parquet(path: str):
+    """A pyarrow ParquetFile over a Beam filesystem path."""
+    raw = FileSystems.open(path, compression_type="uncompressed")
+    try:
+        yield pq.ParquetFile(pa.PythonFile(raw, mode="r"))
+    finally:
+        raw.close()
+
+
+def shard_ids(paths: list[str]) -> dict[str, str]:
+    """Stable shard ids: the file stem, disambiguated by a path hash where two stems collide."""
+    import hashlib
+
+    stems: dict[str, list[str]] = {}
+    for p in paths:
+        stem = posixpath.basename(p.rstrip("/")).split(".", 1)[0] or "shard"
+        stems.setdefault(stem, []).append(p)
+    out = {}
+    for stem, group in stems.items():
+        for p in group:
+            out[p] = stem if len(group) == 1 else f"{stem}-{hashlib.sha1(p.encode()).hexdigest()[:8]}"
+    return out
+
+
+def derive_keys(raw_keys: list, shard: str) -> list[tuple[str, bool]]:
+    """(key, derived) per row: the input key when present and unique in the shard, else
+    ``<shard>#<row>`` (marked derived), which cannot collide with another row's."""
+    counts: dict = {}
+    for k in raw_keys:
+        if k is not None:
+            counts[str(k)] = counts.get(str(k), 0) + 1
+    out = []
+    for i, k in enumerate(raw_keys):
+        if k is not None and str(k) != "" and counts[str(k)] == 1 and "#" not in str(k):
+            out.append((str(k), False))
+        else:
+            out.append((f"{shard}#{i}", True))
+    return out
+
+
+def iter_rows(path: str, shard: str, cols: ColumnNames):
+    """Yield one dict per input row: row, key, key_derived, url, caption, status, image.
+
+    Raises on an unreadable file; a missing image column yields rows with ``missing_image_column``
+    set so that every row is still accounted.
+    """
+    with open_parquet(path) as pf:
+        names = set(pf.schema_arrow.names)
+        raw_keys = (pf.read(columns=[cols.key]).column(0).to_pylist() if cols.key in names
+                    else [None] * pf.metadata.num_rows)
+        keys = derive_keys(raw_keys, shard)
+        wanted = [c for c in (cols.image, cols.url, cols.caption, cols.status) if c in names]
+        row = 0
+        if not wanted:  # nothing but (maybe) keys: still one record per row
+            for row in range(pf.metadata.num_rows):
+                yield _row(row, keys[row], {}, cols, names)
+            return
+        for batch in pf.iter_batches(batch_size=READ_BATCH_ROWS, columns=wanted):
+            data = batch.to_pydict()
+            for i in range(batch.num_rows):
+                yield _row(row, keys[row], {c: data[c][i] for c in data}, cols, names)
+                row += 1
+
+
+def _row(row: int, key: tuple[str, bool], values: dict, cols: ColumnNames, names: set) -> dict:
+    out = {"row": row, "key": key[0], "key_derived": key[1], "url": values.get(cols.url),
+           "caption": values.get(cols.caption), "status": values.get(cols.status),
+           "image": values.get(cols.image)}
+    if cols.image not in names:
+        out["missing_image_column"] = cols.image
+    return out
+
+
+def shard_metadata(path: str) -> dict:
+    """Row count, column names and compression of a shard (reads only the footer)."""
+    with open_parquet(path) as pf:
+        md = pf.metadata
+        codec = md.row_group(0).column(0).compression.lower() if md.num_row_groups and md.num_columns else "snappy"
+        return {"num_rows": md.num_rows, "columns": pf.schema_arrow.names, "compression": codec}
+
+
+def write_filtered_copy(src: str, dst: str, keep_rows: set[int], compression: str) -> tuple[str, int]:
+    """Copy the rows of ``src`` whose position is in ``keep_rows`` to ``dst`` atomically, with the
+    input's schema (and its metadata), column order and values; return (sha256, rows written)."""
+    import numpy as np
+
+    keep = np.array(sorted(keep_rows), dtype=np.int64)
+    written = 0
+    with open_parquet(src) as pf, fileio.atomic_writer(dst) as out:
+        sink = _HashingSink(out)
+        writer = pq.ParquetWriter(pa.PythonFile(sink, mode="w"), pf.schema_arrow,
+                                  compression=compression if compression != "uncompressed" else "none")
+        start = 0
+        for batch in pf.iter_batches(batch_size=READ_BATCH_ROWS):
+            idx = np.arange(start, start + batch.num_rows)
+            kept = batch.filter(pa.array(np.isin(idx, keep)))
+            if kept.num_rows:
+                writer.write_batch(kept)
+                written += kept.num_rows
+            start += batch.num_rows
+        writer.close()
+    return sink.sha.hexdigest(), written
+
+
+class _HashingSink:
+    """File-like writer that sha256-hashes what passes through (so the output is read once)."""
+
+    def __init__(self, f):
+        import hashlib
+
+        self._f, self.sha, self.closed = f, hashlib.sha256(), False
+
+    def write(self, data):  # noqa: D102
+        self.sha.update(data)
+        return self._f.write(data)
+
+    def flush(self):  # noqa: D102
+        pass
+
+    def close(self):  # noqa: D102 - the atomic writer owns the real close
+        self.closed = True
+
+    def tell(self):  # noqa: D102
+        return self._f.tell() if hasattr(self._f, "tell") else 0

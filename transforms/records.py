@@ -1,0 +1,42 @@
+"""Record schemas of the verdict outputs and parquet helpers that write them deterministically.
+
+Removal and review records hold keys, url, sha256, verdict, reasons and every match — never image
+bytes, never list entries beyond their id. Error records hold key, stage, error class and message.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from shardguard.indexes import fileio
+
+MATCH_TYPE = pa.struct([("source", pa.string()), ("kind", pa.string()), ("type", pa.string()),
+                        ("entry", pa.string()), ("distance", pa.float64())])
+
+VERDICT_SCHEMA = pa.schema([
+    ("row", pa.int64()), ("key", pa.string()), ("url", pa.string()), ("sha256", pa.string()),
+    ("verdict", pa.string()), ("reasons", pa.list_(pa.string())), ("matches", pa.list_(MATCH_TYPE)),
+])
+
+ERROR_SCHEMA = pa.schema([
+    ("row", pa.int64()), ("key", pa.string()), ("stage", pa.string()), ("error_class", pa.string()),
+    ("message", pa.string()), ("kept", pa.bool_()),
+])
+
+
+def table_bytes(rows: list[dict], schema: pa.Schema) -> bytes:
+    """Rows (dicts) to parquet bytes with a fixed schema and settings, so output is deterministic."""
+    table = pa.Table.from_pylist(rows, schema=schema)
+    buf = io.BytesIO()
+    pq.write_table(table, buf, compression="zstd")
+    return buf.getvalue()
+
+
+def write_rows(path: str, rows: list[dict], schema: pa.Schema) -> dict:
+    """Write rows as parquet atomically; return ``{"path", "sha256", "rows"}``."""
+    data = table_bytes(rows, schema)
+    fileio.write_atomic(path, data)
+    return {"sha256": hashlib.sha256(data).hexdigest(), "rows": len(rows)}

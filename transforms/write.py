@@ -1,0 +1,138 @@
+"""Verdict stage, part 2: decide each row and write the shard's outputs, summary last.
+
+Per shard: ``features/``, ``removed/``, ``review/``, ``errors/`` (records, sorted by row) and
+``clean/`` (the input's kept rows, copied from the input file with schema, order and values intact),
+then ``shards/<shard>.json``, the summary that marks the shard done. Every file is written atomically,
+and the summary only after all the others, so a crash never leaves a shard that looks done.
+"""
+from __future__ import annotations
+
+import logging
+import time
+
+import apache_beam as beam
+from apache_beam.metrics import Metrics
+
+from shardguard.indexes import fileio
+from shardguard.transforms import records
+from shardguard.transforms.decide import ERROR, KEEP, QUARANTINE, REMOVE, decide
+from shardguard.transforms.features import FEATURE_SCHEMA
+from shardguard.transforms.parquet_shards import write_filtered_copy
+from shardguard.transforms.read import summary_path
+
+_LOG = logging.getLogger(__name__)
+SUMMARY_FORMAT = "shardguard-shard/1"
+OUTPUT_DIRS = ("clean", "removed", "review", "errors", "features")
+
+
+def output_path(output_dir: str, kind: str, shard: str) -> str:
+    """Path of one per-shard output file."""
+    return fileio.join(output_dir, kind, f"{shard}.parquet")
+
+
+def count_verdicts(verdicts: list[dict], features: list[dict]) -> tuple[dict, dict, dict]:
+    """(counts, reasons, error classes) of one shard."""
+    counts = {"rows_in": len(verdicts), "kept": 0, "removed": 0, "quarantined": 0, "errored": 0,
+              "unchecked_kept": 0}
+    name = {KEEP: "kept", REMOVE: "removed", QUARANTINE: "quarantined", ERROR: "errored"}
+    reasons: dict[str, int] = {}
+    errors: dict[str, int] = {}
+    for v, f in zip(verdicts, features):
+        counts[name[v["verdict"]]] += 1
+        if v["verdict"] in (REMOVE, QUARANTINE):
+            for r in v["reasons"]:
+                reasons[r] = reasons.get(r, 0) + 1
+        if f["status"] != "ok":
+            cls = f"{f['error_stage']}/{f['error_class']}"
+            errors[cls] = errors.get(cls, 0) + 1
+            if v["verdict"] == KEEP:
+                counts["unchecked_kept"] += 1
+    return counts, dict(sorted(reasons.items())), dict(sorted(errors.items()))
+
+
+def error_rows(features: list[dict], verdicts: list[dict]) -> list[dict]:
+    """Error records (key, stage, class, message, kept) for rows that could not be checked."""
+    return [{"row": f["row"], "key": f["key"], "stage": f["error_stage"], "error_class": f["error_class"],
+             "message": f["error_message"], "kept": v["verdict"] == KEEP}
+            for f, v in zip(features, verdicts) if f["status"] != "ok"]
+
+
+def write_shard(bundle: dict, output_dir: str, settings: dict) -> dict:
+    """Decide, write every output of one shard, then its summary; return the summary."""
+    shard, info = bundle["shard"], bundle["info"]
+    base = {"format": SUMMARY_FORMAT, "shard": shard, "config_fingerprint": settings["config_fingerprint"],
+            "input": {k: info.get(k) for k in ("path", "size", "sha256")}}
+    base["input"]["rows"] = info.get("num_rows")
+    if bundle["failure"] is not None:
+        return _write_failed(base, bundle["failure"], output_dir)
+    feats = bundle["features"]
+    verdicts = [decide(f, m, settings["actions"], settings["on_error"])
+                for f, m in zip(feats, bundle["matches"])]
+    out = {}
+    out["features"] = records.write_rows(output_path(output_dir, "features", shard), feats, FEATURE_SCHEMA)
+    for kind, wanted in (("removed", REMOVE), ("review", QUARANTINE)):
+        rows = [v for v in verdicts if v["verdict"] == wanted]
+        out[kind] = records.write_rows(output_path(output_dir, kind, shard), rows, records.VERDICT_SCHEMA)
+    out["errors"] = records.write_rows(output_path(output_dir, "errors", shard),
+                                       error_rows(feats, verdicts), records.ERROR_SCHEMA)
+    keep = {v["row"] for v in verdicts if v["verdict"] == KEEP}
+    sha, n = write_filtered_copy(info["path"], output_path(output_dir, "clean", shard), keep,
+                                 info.get("compression", "snappy"))
+    out["clean"] = {"sha256": sha, "rows": n}
+    for kind in out:
+        out[kind] = {"path": f"{kind}/{shard}.parquet", **out[kind]}
+    counts, reasons, errors = count_verdicts(verdicts, feats)
+    summary = dict(base, status="ok", counts=counts, reasons=reasons, errors=errors,
+                   outputs=dict(sorted(out.items())))
+    fileio.write_atomic(summary_path(output_dir, shard), fileio.canonical_json(summary))
+    return summary
+
+
+def _write_failed(base: dict, failure: dict, output_dir: str) -> dict:
+    # Stale outputs of an earlier run of this shard would contradict the failure: remove them.
+    stale = [output_path(output_dir, k, base["shard"]) for k in OUTPUT_DIRS]
+    present = [p for p in stale if fileio.exists(p)]
+    if present:
+        from apache_beam.io.filesystems import FileSystems
+
+        FileSystems.delete(present)
+    summary = dict(base, status="failed", failure=failure, counts=None, outputs={})
+    fileio.write_atomic(summary_path(output_dir, base["shard"]), fileio.canonical_json(summary))
+    return summary
+
+
+class WriteShardFn(beam.DoFn):
+    """Wraps ``write_shard``; counts verdicts and logs progress per finished shard."""
+
+    def __init__(self, output_dir: str, settings: dict, total_shards: int, started: float):
+        self._out, self._settings = output_dir, settings
+        self._total, self._started = total_shards, started
+
+    def process(self, bundle):
+        t0 = time.time()
+        summary = write_shard(bundle, self._out, self._settings)
+        if summary["status"] == "ok":
+            for k, v in summary["counts"].items():
+                Metrics.counter("verdict", k).inc(v)
+            rows = summary["counts"]["rows_in"]
+            _LOG.info("[progress] shard %s: %d rows (kept %d, removed %d, quarantined %d, errored %d)"
+                         " written in %.1fs; %.0fs since start, %d shards in this run",
+                         summary["shard"], rows, summary["counts"]["kept"], summary["counts"]["removed"],
+                         summary["counts"]["quarantined"], summary["counts"]["errored"],
+                         time.time() - t0, time.time() - self._started, self._total)
+        else:
+            Metrics.counter("shards", "failed").inc()
+            _LOG.info("[progress] shard %s FAILED at %s: %s", summary["shard"],
+                         summary["failure"]["stage"], summary["failure"]["message"][:200])
+        yield summary
+
+
+class WriteShards(beam.PTransform):
+    """Matched shard bundles → written outputs; yields each shard's summary."""
+
+    def __init__(self, output_dir: str, settings: dict, total_shards: int, started: float):
+        super().__init__()
+        self._args = (output_dir, settings, total_shards, started)
+
+    def expand(self, bundles):
+        return bundles | "DecideAndWrite" >> beam.ParDo(WriteShardFn(*self._args))
