@@ -55,19 +55,18 @@ def multihash_params(nbits: int, max_distance: int) -> tuple[int, int, int]:
     substrings with nflip <= 2 whose substring fits in 32 bits (FAISS's limit on substring bits).
     """
     for nflip in (2, 1, 0):
-        nhash = max_distance // (nflip + 1) + 1
-        bits = nbits // nhash
-        if bits <= 32 and nhash * (nflip + 1) > max_distance:
-            if bits >= 8:
-                return nhash, min(bits, 32), nflip
-    nhash = max_distance + 1
-    return nhash, max(1, nbits // nhash), 0
+        # more substrings than pigeonhole needs stays exact; at least enough to keep each <= 32 bits
+        nhash = max(max_distance // (nflip + 1) + 1, -(-nbits // 32))
+        bits = min(32, nbits // nhash)
+        if bits >= 8:
+            return nhash, bits, nflip
+    return max_distance + 1, max(1, nbits // (max_distance + 1)), 0
 
 
-def _build_faiss(ht: HashType, codes: np.ndarray, max_distance: int):
+def _build_faiss(ht: HashType, codes: np.ndarray, max_distance: int, flat_limit: int):
     import faiss  # heavy; only needed when building or loading a perceptual list
 
-    if len(codes) <= FLAT_LIMIT:
+    if len(codes) <= flat_limit:
         index = faiss.IndexBinaryFlat(ht.nbits)
         params = {"kind": "flat"}
     else:
@@ -86,7 +85,9 @@ def _entries_table(ht: HashType, parsed: ParsedList) -> pa.Table:
     if not ht.perceptual:  # sorted for binary search; ties impossible (entries are distinct)
         order = np.argsort(codes.view(f"S{ht.nbytes}").ravel(), kind="stable")
         codes, lines, ids = codes[order], lines[order], ids[order]
-    code_col = pa.array(list(codes.view(f"S{ht.nbytes}").ravel()), type=pa.binary(ht.nbytes))
+    # Built from the raw buffer: numpy "S" scalars would drop trailing zero bytes.
+    code_col = pa.Array.from_buffers(pa.binary(ht.nbytes), len(codes),
+                                     [None, pa.py_buffer(np.ascontiguousarray(codes).tobytes())])
     return pa.table({"code": code_col, "line": lines, "entry_id": pa.array(list(ids), pa.string())})
 
 
@@ -103,8 +104,12 @@ def fingerprint(sidecar: dict) -> str:
     return hashlib.sha256(fileio.canonical_json(pinned)).hexdigest()
 
 
-def build_artifact(parsed: ParsedList, settings: ListSettings, out_dir: str, source_path: str) -> dict:
-    """Write the artifact for a parsed list into ``out_dir``; return its sidecar."""
+def build_artifact(parsed: ParsedList, settings: ListSettings, out_dir: str, source_path: str,
+                   flat_limit: int = FLAT_LIMIT) -> dict:
+    """Write the artifact for a parsed list into ``out_dir``; return its sidecar.
+
+    Lists up to ``flat_limit`` entries get an exact flat index, larger ones a multi-hash index
+    whose parameters keep range search exact (see ``multihash_params``)."""
     ht = parsed.hash_type
     fileio.ensure_dir(out_dir)
     files = {"entries.parquet": fileio.write_atomic(fileio.join(out_dir, "entries.parquet"),
@@ -113,7 +118,7 @@ def build_artifact(parsed: ParsedList, settings: ListSettings, out_dir: str, sou
     if ht.perceptual:
         import faiss
 
-        index, index_params = _build_faiss(ht, parsed.code_array(), settings.max_distance)
+        index, index_params = _build_faiss(ht, parsed.code_array(), settings.max_distance, flat_limit)
         blob = faiss.serialize_index_binary(index).tobytes()
         files["index.faissbin"] = fileio.write_atomic(fileio.join(out_dir, "index.faissbin"), blob)
     sidecar = {

@@ -44,7 +44,9 @@ class ListMatcher:
         self.action: str = sidecar["action"]
         table = pq.read_table(io.BytesIO(blobs["entries.parquet"]))
         nbytes = self.hash_type.nbytes
-        self._codes = np.frombuffer(b"".join(table.column("code").to_pylist()), dtype=f"S{nbytes}")
+        codes = table.column("code").combine_chunks()
+        raw = codes.buffers()[1].to_pybytes()[codes.offset * nbytes:(codes.offset + len(codes)) * nbytes]
+        self._codes = np.frombuffer(raw, dtype=f"S{nbytes}")
         lines = table.column("line").to_numpy()
         ids = table.column("entry_id").to_pylist()
         self._labels = [i if i else f"line {n}" for i, n in zip(ids, lines)]
