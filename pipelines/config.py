@@ -111,7 +111,7 @@ def _build(cls, data: dict, src: str):
             raise ConfigError(f"{_where(src, data, key)}: unknown key {key!r} "
                               f"(allowed: {', '.join(sorted(names))})")
         if key in _NESTED:
-            kwargs[key] = _build(_NESTED[key], value, f"{_where(src, data, key)}")
+            kwargs[key] = _build(_NESTED[key], value, src)
         elif key == "lists":
             if not isinstance(value, list):
                 raise ConfigError(f"{_where(src, data, key)}: 'lists' must be a list")
