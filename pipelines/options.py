@@ -6,14 +6,25 @@ Flink, Spark, Prism...) and ``--direct_running_mode``/``--direct_num_workers`` s
 """
 from __future__ import annotations
 
-from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+import os
+
+from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
 
 DEFAULT_LOCAL_RUNNER = "FnApiRunner"
 
 
 def pipeline_options(beam_args: list[str]) -> PipelineOptions:
-    """PipelineOptions from the leftover argv, defaulting the runner to the in-process one."""
+    """PipelineOptions from the leftover argv, defaulting the runner to the in-process one.
+
+    With no runner options at all, the local run uses one thread per core
+    (``multi_threading``): Pillow, hashlib and FAISS release the GIL in their heavy loops, so threads
+    scale without the start-up cost of worker processes.
+    """
     opts = PipelineOptions(beam_args)
-    if not opts.view_as(StandardOptions).runner:
-        opts.view_as(StandardOptions).runner = DEFAULT_LOCAL_RUNNER
+    std, direct = opts.view_as(StandardOptions), opts.view_as(DirectOptions)
+    if not std.runner:
+        std.runner = DEFAULT_LOCAL_RUNNER
+        if not any(a.startswith("--direct_") for a in beam_args):
+            direct.direct_running_mode = "multi_threading"
+            direct.direct_num_workers = max(1, os.cpu_count() or 1)
     return opts

@@ -16,6 +16,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 # Pillow's own default; a row above it is refused before decoding (a "decompression bomb").
 DEFAULT_MAX_PIXELS = 89_478_485
+_ORIENTATION = 0x0112  # EXIF tag
 
 
 class DecodeError(Exception):
@@ -100,7 +101,8 @@ def decode_image(data: bytes | None, max_pixels: int = DEFAULT_MAX_PIXELS) -> De
         if frames > 1:
             img.seek(0)  # first frame: what a thumbnail or a training loader would show
         img.load()
-        img = ImageOps.exif_transpose(img) or img
+        if img.getexif().get(_ORIENTATION, 1) != 1:  # skip the copy exif_transpose makes otherwise
+            img = ImageOps.exif_transpose(img) or img
         rgb = _to_rgb(img)
         rgb.load()
     except DecodeError:
