@@ -12,6 +12,7 @@ USAGE = """usage: shardguard <command> [options]
 commands:
   scan            scan parquet shards against hash lists (Beam pipeline options pass through)
   lists build     parse, validate and build a fingerprinted list artifact
+  concepts build  build a CLIP concept index from prompts, exemplar images or embeddings
   manifest show   human summary of a run directory (--json for scripts)
   sample          write a small synthetic dataset and lists (what `make demo` scans)
 """
@@ -58,6 +59,47 @@ def _lists_build(argv) -> int:
     return 0
 
 
+def _concepts_build(argv) -> int:
+    from shardguard.indexes import concept_sources as cs
+    from shardguard.indexes.concepts import build_concept_index
+    from shardguard.indexes.models import parse_spec
+    from shardguard.transforms.embed import LoadedClip
+
+    p = argparse.ArgumentParser(prog="shardguard concepts build")
+    p.add_argument("--model", required=True, help="CLIP model spec (the scan must use the same)")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--prompts", help="YAML: concepts: [{name, prompts, threshold, action}]")
+    src.add_argument("--exemplars", help="folder with one sub-folder of images per concept")
+    src.add_argument("--embeddings", help=".npy (n, dim) array of embeddings for one concept")
+    p.add_argument("--name", help="concept name (--embeddings)")
+    p.add_argument("--threshold", type=float, help="cosine threshold (--exemplars, --embeddings)")
+    p.add_argument("--action", default="quarantine", choices=("remove", "quarantine", "tag"))
+    p.add_argument("--device", default="auto")
+    p.add_argument("--output", required=True)
+    a = p.parse_args(argv)
+    try:
+        spec = parse_spec(a.model)
+        model = LoadedClip(spec, a.device, 32)
+        if a.prompts:
+            concepts = cs.from_prompts(a.prompts, model)
+        else:
+            if a.threshold is None:
+                p.error("--threshold is required with --exemplars/--embeddings")
+            if a.exemplars:
+                concepts = cs.from_exemplars(a.exemplars, model, a.threshold, a.action)
+            else:
+                if not a.name:
+                    p.error("--name is required with --embeddings")
+                concepts = cs.from_embeddings(a.embeddings, a.name, a.threshold, a.action)
+        sidecar = build_concept_index(concepts, model.info, a.output)
+    except ValueError as exc:
+        print(f"shardguard: error: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps({"concepts": sidecar["concepts"], "dim": sidecar["dim"],
+                      "fingerprint": sidecar["fingerprint"]}, indent=2))
+    return 0
+
+
 def _manifest(argv) -> int:
     from shardguard.pipelines import manifest as mf
 
@@ -101,6 +143,8 @@ def main(argv=None) -> int:
         return run(rest)
     if cmd == "lists" and rest[:1] == ["build"]:
         return _lists_build(rest[1:])
+    if cmd == "concepts" and rest[:1] == ["build"]:
+        return _concepts_build(rest[1:])
     if cmd == "manifest":
         return _manifest(rest)
     if cmd == "sample":

@@ -52,6 +52,27 @@ class DecodeConfig:
 
 
 @dataclass(frozen=True)
+class ClipConfig:
+    """CLIP embeddings: model spec, device, batching, and the optional minimum image-caption score."""
+
+    model: str | None = None
+    device: str = "auto"
+    min_batch_size: int = 8
+    batch_size: int = 32
+    large_model: bool = False
+    min_score: float | None = None
+    min_score_action: str = "remove"
+
+
+@dataclass(frozen=True)
+class ExpandConfig:
+    """kNN expansion around rows confirmed by a ``remove`` hash list."""
+
+    threshold: float | None = None
+    action: str = "quarantine"
+
+
+@dataclass(frozen=True)
 class ScanConfig:
     """Everything a scan needs besides Beam's own pipeline options."""
 
@@ -61,6 +82,9 @@ class ScanConfig:
     hashes: tuple[str, ...] = DEFAULT_HASHES
     lists: tuple[HashListSpec, ...] = ()
     decode: DecodeConfig = field(default_factory=DecodeConfig)
+    clip: ClipConfig = field(default_factory=ClipConfig)
+    concepts: tuple[str, ...] = ()
+    expand: ExpandConfig = field(default_factory=ExpandConfig)
     force: bool = False
 
     def to_dict(self) -> dict:
@@ -68,7 +92,7 @@ class ScanConfig:
         return dataclasses.asdict(self)
 
 
-_NESTED = {"columns": ColumnNames, "decode": DecodeConfig}
+_NESTED = {"columns": ColumnNames, "decode": DecodeConfig, "clip": ClipConfig, "expand": ExpandConfig}
 
 
 class _LineLoader(yaml.SafeLoader):
@@ -116,7 +140,7 @@ def _build(cls, data: dict, src: str):
             if not isinstance(value, list):
                 raise ConfigError(f"{_where(src, data, key)}: 'lists' must be a list")
             kwargs[key] = tuple(_build(HashListSpec, v, src) for v in value)
-        elif key in ("inputs", "hashes"):
+        elif key in ("inputs", "hashes", "concepts"):
             kwargs[key] = tuple([value] if isinstance(value, str) else _strip(value) or ())
         else:
             kwargs[key] = value
@@ -148,6 +172,25 @@ def _validate(obj, where) -> None:
             raise ConfigError(f"{where('max_pixels')}: max_pixels must be a positive integer")
         if obj.on_error not in ON_ERROR:
             raise ConfigError(f"{where('on_error')}: on_error must be one of {ON_ERROR}")
+    elif isinstance(obj, ClipConfig):
+        if obj.device != "auto" and obj.device != "cpu" and not str(obj.device).startswith("cuda"):
+            raise ConfigError(f"{where('device')}: device must be auto, cpu or cuda[:N]")
+        for k in ("min_batch_size", "batch_size"):
+            v = getattr(obj, k)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise ConfigError(f"{where(k)}: {k} must be a positive integer")
+        if obj.min_batch_size > obj.batch_size:
+            raise ConfigError(f"{where('min_batch_size')}: min_batch_size exceeds batch_size")
+        if obj.min_score is not None and not isinstance(obj.min_score, (int, float)):
+            raise ConfigError(f"{where('min_score')}: min_score must be a number")
+        if obj.min_score_action not in ACTIONS:
+            raise ConfigError(f"{where('min_score_action')}: must be one of {ACTIONS}")
+    elif isinstance(obj, ExpandConfig):
+        if obj.threshold is not None and (not isinstance(obj.threshold, (int, float))
+                                          or not -1 <= obj.threshold <= 1):
+            raise ConfigError(f"{where('threshold')}: threshold must be a cosine in [-1, 1]")
+        if obj.action not in ACTIONS:
+            raise ConfigError(f"{where('action')}: action must be one of {ACTIONS}")
     elif isinstance(obj, ScanConfig):
         for h in obj.hashes:
             if h not in HASH_TYPES:

@@ -139,6 +139,16 @@ def summary_text(manifest: dict) -> str:
     if manifest["totals"]["errors"]:
         lines.append("  errors by class:")
         lines += [f"    {k}: {v}" for k, v in manifest["totals"]["errors"].items()]
+    model = (manifest.get("features") or {}).get("model")
+    if model:
+        lines.append(f"  model: {model['spec']} (weights sha256 {model['weights_sha256'][:16]}, "
+                     f"{model['embed_dim']}-d)")
+        if model.get("random_weights"):
+            lines.append("    RANDOM WEIGHTS: embeddings and concept/neighbour matches mean nothing "
+                         "(test/demo model)")
+    for c in manifest.get("concepts") or []:
+        lines.append(f"  concepts {c['path']}: " + ", ".join(
+            f"{x['name']} (≥{x['threshold']}, {x['action']})" for x in c["concepts"]))
     if manifest["lists"]:
         lines.append("  lists:")
         lines += [f"    {sc['name']}: {sc['type']} {sc['entries']} entries, max distance {sc['max_distance']}"

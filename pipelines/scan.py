@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import hashlib
 import logging
 import sys
 import time
@@ -19,7 +18,7 @@ from apache_beam.io.filesystems import FileSystems
 from shardguard.indexes import fileio
 from shardguard.pipelines import config as cfgmod
 from shardguard.pipelines import manifest as mf
-from shardguard.pipelines.lists import ResolvedList, resolve_lists
+from shardguard.pipelines.plan import RunPlan, prepare
 from shardguard.pipelines.options import pipeline_options
 from shardguard.transforms.hashing import ComputeFeatures
 from shardguard.transforms.match import MatchShards
@@ -44,6 +43,12 @@ def add_scan_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--key-column", help="key column (default key)")
     p.add_argument("--url-column", help="url column (default url)")
     p.add_argument("--force", action="store_true", default=None, help="redo shards already done")
+    p.add_argument("--clip-model", help="CLIP model spec: NAME:TAG, NAME@WEIGHTS, CONFIG.json")
+    p.add_argument("--device", help="auto (default), cpu, cuda[:N]")
+    p.add_argument("--batch-size", type=int, help="CLIP batch size (fixed model batch)")
+    p.add_argument("--concepts", action="append", default=[], help="concept index dir (repeatable)")
+    p.add_argument("--expand-threshold", type=float, help="kNN expansion cosine threshold")
+    p.add_argument("--min-clip-score", type=float, help="flag rows whose image-caption cosine is below")
 
 
 def config_from_args(args) -> cfgmod.ScanConfig:
@@ -65,6 +70,14 @@ def config_from_args(args) -> cfgmod.ScanConfig:
     if args.on_error or args.max_pixels:
         over["decode"] = dataclasses.replace(base.decode, on_error=args.on_error or base.decode.on_error,
                                              max_pixels=args.max_pixels or base.decode.max_pixels)
+    clip = {k: v for k, v in (("model", args.clip_model), ("device", args.device),
+                              ("batch_size", args.batch_size), ("min_score", args.min_clip_score)) if v is not None}
+    if clip:
+        over["clip"] = dataclasses.replace(base.clip, **clip)
+    if args.concepts:
+        over["concepts"] = tuple(args.concepts)
+    if args.expand_threshold is not None:
+        over["expand"] = dataclasses.replace(base.expand, threshold=args.expand_threshold)
     cols = {k: v for k, v in (("image", args.image_column), ("key", args.key_column),
                               ("url", args.url_column)) if v}
     if cols:
@@ -83,49 +96,51 @@ def expand_inputs(patterns) -> list[str]:
     return sorted(set(paths))
 
 
-def config_fingerprint(cfg: cfgmod.ScanConfig, hashes: tuple[str, ...], lists: list[ResolvedList]) -> str:
-    """sha256 of everything that decides a shard's outputs (not paths, not --force)."""
-    pinned = {"columns": dataclasses.asdict(cfg.columns), "hashes": list(hashes),
-              "decode": dataclasses.asdict(cfg.decode),
-              "lists": [[r.name, r.fingerprint, r.sidecar["action"]] for r in lists]}
-    return hashlib.sha256(fileio.canonical_json(pinned)).hexdigest()
+def build_pipeline(p: beam.Pipeline, specs: list[dict], plan: RunPlan):
+    """Wire the scan graph onto ``p``: features stage then verdict stage; returns shard summaries."""
+    cfg = plan.cfg
+    handler = None
+    if plan.model_spec is not None:
+        from shardguard.transforms.embed import ClipModelHandler
 
-
-def hashes_needed(cfg: cfgmod.ScanConfig, lists: list[ResolvedList]) -> tuple[str, ...]:
-    """Configured hash types plus any type a list needs, in a stable order."""
-    from shardguard.indexes.hashtypes import HASH_TYPES
-
-    wanted = set(cfg.hashes) | {r.sidecar["type"] for r in lists}
-    return tuple(n for n in HASH_TYPES if n in wanted)
-
-
-def build_pipeline(p: beam.Pipeline, specs: list[dict], cfg, hashes, lists, config_fp: str):
-    """Wire the scan graph onto ``p``; returns the PCollection of shard summaries."""
-    settings = {"config_fingerprint": config_fp, "on_error": cfg.decode.on_error,
-                "actions": {r.name: r.sidecar["action"] for r in lists}}
-    refs = tuple((r.art_dir, r.fingerprint) for r in lists)
+        handler = ClipModelHandler(plan.model_spec, cfg.clip.device, cfg.clip.min_batch_size,
+                                   cfg.clip.batch_size, cfg.clip.large_model)
     shards = p | "Shards" >> beam.Create(specs)
-    read = shards | "Read" >> ReadShards(cfg.output, config_fp, cfg.force, cfg.columns)
-    feats = read["rows"] | "Features" >> ComputeFeatures(hashes, cfg.decode.max_pixels)
-    bundles = {"info": read["info"], "features": feats, "failed": read["failed"]} | "Verdict" >> MatchShards(refs)
-    return bundles | "Write" >> WriteShards(cfg.output, settings, len(specs), time.time())
+    read = shards | "Read" >> ReadShards(cfg.output, plan.config_fp, cfg.force, cfg.columns)
+    feats = read["rows"] | "Features" >> ComputeFeatures(plan.hashes, cfg.decode.max_pixels, handler,
+                                                         plan.clip_size)
+    parts = {"info": read["info"], "features": feats, "failed": read["failed"]}
+    return verdict_stage(parts, plan, len(specs))
+
+
+def verdict_stage(parts: dict, plan: RunPlan, total_shards: int):
+    """Match, expand, decide and write: shared by scan and refilter (equal results by construction)."""
+    cfg = plan.cfg
+    settings = {"config_fingerprint": plan.config_fp, "on_error": cfg.decode.on_error,
+                "actions": plan.actions, "embed_dim": plan.embed_dim}
+    bundles = parts | "Verdict" >> MatchShards(
+        [(r.art_dir, r.fingerprint) for r in plan.lists],
+        [(path, sc["fingerprint"]) for path, sc in plan.concepts],
+        cfg.clip.min_score, cfg.expand.threshold, plan.seed_sources)
+    return bundles | "Write" >> WriteShards(cfg.output, settings, total_shards, time.time())
 
 
 def _now() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def finish_manifest(cfg, config_fp: str, lists, specs, started: str, kind="scan", extra=None) -> dict:
+def finish_manifest(plan: RunPlan, specs, started: str, kind="scan", extra=None) -> dict:
     """Combine the per-shard summaries of this run's shards into the manifest; check it."""
+    cfg = plan.cfg
     shards = []
     for spec in specs:
         path = summary_path(cfg.output, spec["shard"])
         if not fileio.exists(path):
             raise mf.ManifestError(f"shard {spec['shard']} has no summary after the run ({path})")
         shards.append(fileio.read_json(path))
-    manifest = mf.build_manifest(config=cfg.to_dict(), config_fp=config_fp,
-                                 lists=[r.sidecar for r in lists], shards=shards, started=started,
-                                 finished=_now(), kind=kind, extra=extra)
+    manifest = mf.build_manifest(config=cfg.to_dict(), config_fp=plan.config_fp,
+                                 lists=[r.sidecar for r in plan.lists], shards=shards, started=started,
+                                 finished=_now(), kind=kind, extra=dict(plan.manifest_extra(), **(extra or {})))
     problems = mf.check_accounting(manifest)
     if problems:
         raise mf.ManifestError("accounting check failed:\n  " + "\n  ".join(problems))
@@ -142,17 +157,14 @@ def run(argv=None) -> int:
     try:
         cfg = config_from_args(args)
         paths = expand_inputs(cfg.inputs)
-        lists = resolve_lists(cfg.lists, cfg.output)
-    except (ValueError, OSError) as exc:  # ConfigError, ListFormatError, ArtifactError
+        plan = prepare(cfg)
+    except (ValueError, OSError) as exc:  # Config/ListFormat/Artifact/Model errors
         print(f"shardguard: error: {exc}", file=sys.stderr)
         return 2
-    hashes = hashes_needed(cfg, lists)
-    config_fp = config_fingerprint(cfg, hashes, lists)
     ids = shard_ids(paths)
     specs = [{"shard": ids[p], "path": p} for p in paths]
     with beam.Pipeline(options=pipeline_options(beam_args)) as p:
-        build_pipeline(p, specs, cfg, hashes, lists, config_fp)
-    manifest = finish_manifest(cfg, config_fp, lists, specs, started,
-                               extra={"features": {"hashes": list(hashes)}})
+        build_pipeline(p, specs, plan)
+    manifest = finish_manifest(plan, specs, started)
     print(mf.summary_text(manifest))
     return 1 if manifest["totals"]["counts"]["shards_failed"] else 0

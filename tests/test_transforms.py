@@ -39,7 +39,7 @@ def _m(source, d=0.0):
 
 
 def test_decide_precedence():
-    actions = {"r": "remove", "q": "quarantine", "t": "tag"}
+    actions = {"hashlist:r": "remove", "hashlist:q": "quarantine", "hashlist:t": "tag"}
     assert decide(_feat(), [_m("t"), _m("q")], actions, "drop")["verdict"] == "quarantine"
     v = decide(_feat(), [_m("q"), _m("r"), _m("t")], actions, "drop")
     assert v["verdict"] == "remove" and v["reasons"] == ["hashlist:q", "hashlist:r", "hashlist:t"]

@@ -12,15 +12,19 @@ ON_ERROR = ("drop", "keep-and-flag")
 
 
 def reason_for(match: dict) -> str:
-    """The reason string a match contributes, e.g. ``hashlist:ncmec-pdq``."""
+    """The reason a match contributes: ``hashlist:<list>``, ``concept:<name>``, ``rule:<name>``, or
+    ``neighbor-of-known-bad`` for kNN expansion."""
+    if match["kind"] == "neighbor":
+        return match["source"]
     return f"{match['kind']}:{match['source']}"
 
 
 def decide(features: dict, matches: list[dict], actions: dict[str, str], on_error: str) -> dict:
-    """Verdict record for one row (see module doc). ``actions`` maps a match source to its action."""
+    """Verdict record for one row (see module doc). ``actions`` maps a reason to its action."""
     by_action: dict[str, set] = {"remove": set(), "quarantine": set(), "tag": set()}
     for m in matches:
-        by_action[actions[m["source"]]].add(reason_for(m))
+        reason = reason_for(m)
+        by_action[actions[reason]].add(reason)
     if by_action["remove"]:
         verdict, reasons = REMOVE, by_action["remove"] | by_action["quarantine"]
     elif by_action["quarantine"]:

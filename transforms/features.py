@@ -26,6 +26,34 @@ FEATURE_SCHEMA = pa.schema([
 OK, ERROR = "ok", "error"
 
 
+def feature_schema(embed_dim: int | None) -> pa.Schema:
+    """The features schema; with a CLIP model, plus ``embedding`` (float16 x dim) and ``clip_score``."""
+    if not embed_dim:
+        return FEATURE_SCHEMA
+    return (FEATURE_SCHEMA.append(pa.field("embedding", pa.list_(pa.float16(), embed_dim)))
+            .append(pa.field("clip_score", pa.float32())))
+
+
+def features_table(rows: list[dict], embed_dim: int | None) -> pa.Table:
+    """Features records to a table; embeddings are packed from numpy (float16) directly."""
+    base = pa.Table.from_pylist([{f.name: r.get(f.name) for f in FEATURE_SCHEMA} for r in rows],
+                                schema=FEATURE_SCHEMA)
+    if not embed_dim:
+        return base
+    import numpy as np
+
+    flat = np.zeros((len(rows), embed_dim), dtype=np.float16)
+    valid = np.zeros(len(rows), dtype=bool)
+    for i, r in enumerate(rows):
+        if r.get("embedding") is not None:
+            flat[i], valid[i] = r["embedding"], True
+    values = pa.array(flat.reshape(-1), type=pa.float16())
+    emb = pa.FixedSizeListArray.from_arrays(values, embed_dim, mask=pa.array(~valid))
+    score = pa.array([r.get("clip_score") for r in rows], type=pa.float32())
+    return base.append_column(pa.field("embedding", pa.list_(pa.float16(), embed_dim)), emb) \
+               .append_column(pa.field("clip_score", pa.float32()), score)
+
+
 def base_record(row: dict) -> dict:
     """The identity part of a features record, every other field null."""
     rec = {f.name: None for f in FEATURE_SCHEMA}
@@ -41,14 +69,19 @@ def error_record(row: dict, stage: str, error_class: str, message: str) -> dict:
     return rec
 
 
-def compute_row_features(row: dict, hash_names: tuple[str, ...], max_pixels: int) -> dict:
-    """Features of one input row (see module doc); never raises for bad image data."""
+def compute_row_features(row: dict, hash_names: tuple[str, ...], max_pixels: int,
+                         clip_size: int | None = None):
+    """(features record, CLIP pixels or None) of one input row (see module doc).
+
+    Never raises for bad image data. ``clip_size`` asks for the centre-cropped uint8 pixels the
+    embedding stage needs, cut from the same decoded image as the hashes.
+    """
     status = row.get("status")
     if status is not None and status != "success":
-        return error_record(row, "input", f"status_{status}", f"input status is {status!r}")
+        return error_record(row, "input", f"status_{status}", f"input status is {status!r}"), None
     data = row.get("image")
     if data is None:
-        return error_record(row, "input", "null_image", "image column is null")
+        return error_record(row, "input", "null_image", "image column is null"), None
     rec = base_record(row)
     # Cryptographic hashes need only the bytes: computed even when decoding then fails, so a
     # known-bad file that is not a valid image is still caught by exact lists.
@@ -60,12 +93,17 @@ def compute_row_features(row: dict, hash_names: tuple[str, ...], max_pixels: int
     except DecodeError as exc:
         rec.update(status=ERROR, error_stage="decode", error_class=exc.error_class,
                    error_message=str(exc)[:500])
-        return rec
+        return rec, None
     for name in hash_names:
         if name not in CRYPTO_TYPES:
             rec.update(HASH_TYPES[name].compute(img))
     rec.update(status=OK, width=img.width, height=img.height, source_mode=img.source_mode)
-    return rec
+    pixels = None
+    if clip_size:
+        from shardguard.transforms.embed import clip_pixels
+
+        pixels = clip_pixels(img.rgb, clip_size)
+    return rec, pixels
 
 
 class _BytesOnly:

@@ -7,28 +7,42 @@ from apache_beam.metrics import Metrics
 from shardguard.transforms.features import OK, compute_row_features, error_record
 
 DEAD_LETTER = "dead_letter"
+TO_EMBED = "to_embed"
+
+
+def attach_embedding(element) -> tuple:
+    """((shard, record), PredictionResult) → (shard, record with embedding and clip_score)."""
+    (shard, rec), result = element
+    out = dict(rec)
+    out.update(result.inference)
+    return shard, out
 
 
 class ComputeFeaturesFn(beam.DoFn):
     """(shard, row) → (shard, features record); rows that fail go to ``dead_letter`` as records."""
 
-    def __init__(self, hash_names: tuple[str, ...], max_pixels: int):
-        self._hashes, self._max_pixels = tuple(hash_names), max_pixels
+    def __init__(self, hash_names: tuple[str, ...], max_pixels: int, clip_size: int | None = None):
+        self._hashes, self._max_pixels, self._clip_size = tuple(hash_names), max_pixels, clip_size
         self._ok = Metrics.counter("features", "rows_ok")
 
     def process(self, element):
         shard, row = element
+        pixels = None
         try:
             if "missing_image_column" in row:
                 rec = error_record(row, "input", "missing_column",
                                    f"shard has no image column {row['missing_image_column']!r}")
             else:
-                rec = compute_row_features(row, self._hashes, self._max_pixels)
+                rec, pixels = compute_row_features(row, self._hashes, self._max_pixels, self._clip_size)
         except Exception as exc:  # noqa: BLE001 - never lose a row to an unexpected library error
             rec = error_record(row, "features", type(exc).__name__, str(exc))
         if rec["status"] == OK:
             self._ok.inc()
-            yield shard, rec
+            if pixels is not None:
+                # the record rides as the RunInference key; pixels and caption are the example
+                yield beam.pvalue.TaggedOutput(TO_EMBED, ((shard, rec), (pixels, row.get("caption"))))
+            else:
+                yield shard, rec
         else:
             Metrics.counter(rec["error_stage"], f"failed_{rec['error_class']}").inc()
             yield beam.pvalue.TaggedOutput(DEAD_LETTER, (shard, rec))
@@ -41,11 +55,19 @@ class ComputeFeatures(beam.PTransform):
     output, because every row must reach the verdict stage to be accounted.
     """
 
-    def __init__(self, hash_names: tuple[str, ...], max_pixels: int):
+    def __init__(self, hash_names: tuple[str, ...], max_pixels: int, clip_handler=None,
+                 clip_size: int | None = None):
         super().__init__()
         self._hashes, self._max_pixels = hash_names, max_pixels
+        self._handler, self._clip_size = clip_handler, clip_size
 
     def expand(self, rows):
-        out = rows | "DecodeAndHash" >> beam.ParDo(
-            ComputeFeaturesFn(self._hashes, self._max_pixels)).with_outputs(DEAD_LETTER, main="ok")
-        return (out.ok, out[DEAD_LETTER]) | "AllRows" >> beam.Flatten()
+        fn = ComputeFeaturesFn(self._hashes, self._max_pixels, self._clip_size if self._handler else None)
+        out = rows | "DecodeAndHash" >> beam.ParDo(fn).with_outputs(DEAD_LETTER, TO_EMBED, main="ok")
+        parts = [out.ok, out[DEAD_LETTER]]
+        if self._handler is not None:
+            from apache_beam.ml.inference.base import KeyedModelHandler, RunInference
+
+            parts.append(out[TO_EMBED] | "Embed" >> RunInference(KeyedModelHandler(self._handler))
+                         | "AttachEmbedding" >> beam.Map(attach_embedding))
+        return parts | "AllRows" >> beam.Flatten()

@@ -27,16 +27,16 @@ ERROR_SCHEMA = pa.schema([
 ])
 
 
-def table_bytes(rows: list[dict], schema: pa.Schema) -> bytes:
-    """Rows (dicts) to parquet bytes with a fixed schema and settings, so output is deterministic."""
-    table = pa.Table.from_pylist(rows, schema=schema)
+def write_table(path: str, table: pa.Table) -> dict:
+    """Write a table as parquet atomically with fixed settings (deterministic bytes);
+    return ``{"sha256", "rows"}``."""
     buf = io.BytesIO()
     pq.write_table(table, buf, compression="zstd")
-    return buf.getvalue()
+    data = buf.getvalue()
+    fileio.write_atomic(path, data)
+    return {"sha256": hashlib.sha256(data).hexdigest(), "rows": table.num_rows}
 
 
 def write_rows(path: str, rows: list[dict], schema: pa.Schema) -> dict:
-    """Write rows as parquet atomically; return ``{"path", "sha256", "rows"}``."""
-    data = table_bytes(rows, schema)
-    fileio.write_atomic(path, data)
-    return {"sha256": hashlib.sha256(data).hexdigest(), "rows": len(rows)}
+    """Write rows (dicts) with a fixed schema as parquet atomically; return ``{"sha256", "rows"}``."""
+    return write_table(path, pa.Table.from_pylist(rows, schema=schema))

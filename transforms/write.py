@@ -16,7 +16,7 @@ from apache_beam.metrics import Metrics
 from shardguard.indexes import fileio
 from shardguard.transforms import records
 from shardguard.transforms.decide import ERROR, KEEP, QUARANTINE, REMOVE, decide
-from shardguard.transforms.features import FEATURE_SCHEMA
+from shardguard.transforms.features import features_table
 from shardguard.transforms.parquet_shards import write_filtered_copy
 from shardguard.transforms.read import summary_path
 
@@ -69,7 +69,8 @@ def write_shard(bundle: dict, output_dir: str, settings: dict) -> dict:
     verdicts = [decide(f, m, settings["actions"], settings["on_error"])
                 for f, m in zip(feats, bundle["matches"])]
     out = {}
-    out["features"] = records.write_rows(output_path(output_dir, "features", shard), feats, FEATURE_SCHEMA)
+    out["features"] = records.write_table(output_path(output_dir, "features", shard),
+                                          features_table(feats, settings.get("embed_dim")))
     for kind, wanted in (("removed", REMOVE), ("review", QUARANTINE)):
         rows = [v for v in verdicts if v["verdict"] == wanted]
         out[kind] = records.write_rows(output_path(output_dir, kind, shard), rows, records.VERDICT_SCHEMA)

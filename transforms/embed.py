@@ -1,0 +1,131 @@
+"""CLIP embeddings through Beam's RunInference with a custom, keyed, batched ModelHandler.
+
+Determinism: float matmuls give slightly different results for a row depending on the batch *shape*
+(measured: ~4e-6, enough to flip float16 values), but not on its position or companions within a
+batch of fixed shape. The handler therefore always runs the model on exactly ``batch_size`` rows,
+padding the last chunk, so an embedding is bit-identical whatever batches the runner forms.
+
+Elements are ``((shard, features_record), (pixels, caption))``; the record travels as the key and
+comes back with ``embedding`` (float16, L2-normalised) and ``clip_score`` (image-caption cosine).
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+from apache_beam.ml.inference.base import ModelHandler, PredictionResult
+from PIL import Image
+
+from shardguard.indexes.models import ModelSpec, build_model, describe
+
+_LOG = logging.getLogger(__name__)
+
+
+def clip_pixels(rgb: Image.Image, size: int) -> np.ndarray:
+    """Resize the shorter side to ``size`` (bicubic) and centre-crop: open_clip's eval transform,
+    as uint8 HWC (normalisation happens batched, on the model's device)."""
+    w, h = rgb.size
+    scale = size / min(w, h)
+    nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
+    img = rgb.resize((nw, nh), Image.Resampling.BICUBIC)
+    left, top = (nw - size) // 2, (nh - size) // 2
+    return np.asarray(img.crop((left, top, left + size, top + size)), dtype=np.uint8)
+
+
+def pick_device(requested: str) -> str:
+    """``auto`` → cuda when available, else cpu (with a log line saying so)."""
+    import torch
+
+    if requested == "auto":
+        if torch.cuda.is_available():
+            return "cuda"
+        _LOG.info("no CUDA device on this worker: CLIP runs on CPU")
+        return "cpu"
+    if requested.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError(f"--device {requested} requested but no CUDA device is available")
+    return requested
+
+
+class LoadedClip:
+    """A CLIP model on a device with its preprocessing constants and tokenizer."""
+
+    def __init__(self, spec: ModelSpec, device: str, batch_size: int):
+        import torch
+
+        model, self.size, mean, std, self.tokenizer = build_model(spec)
+        self.info = describe(spec, model)  # fingerprint of the weights as loaded, before any cast
+        self.device = pick_device(device)
+        self.dtype = torch.float16 if self.device.startswith("cuda") else torch.float32
+        self.model = model.to(self.device, dtype=self.dtype)
+        self.batch_size = batch_size
+        self.mean = torch.tensor(mean, device=self.device, dtype=self.dtype).view(1, 3, 1, 1) * 255
+        self.std = torch.tensor(std, device=self.device, dtype=self.dtype).view(1, 3, 1, 1) * 255
+
+    def _chunks(self, n: int):
+        for start in range(0, n, self.batch_size):
+            yield start, min(n, start + self.batch_size)
+
+    def encode_images(self, pixels: Sequence[np.ndarray]) -> np.ndarray:
+        """L2-normalised float32 image embeddings for uint8 HWC arrays."""
+        import torch
+
+        out = []
+        for a, b in self._chunks(len(pixels)):
+            batch = np.zeros((self.batch_size, self.size, self.size, 3), dtype=np.uint8)
+            batch[: b - a] = np.stack(pixels[a:b])
+            x = torch.from_numpy(batch).to(self.device).permute(0, 3, 1, 2).to(self.dtype)
+            with torch.inference_mode():
+                emb = self.model.encode_image((x - self.mean) / self.std).float()
+            out.append(torch.nn.functional.normalize(emb, dim=-1)[: b - a].cpu().numpy())
+        return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
+
+    def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
+        """L2-normalised float32 text embeddings."""
+        import torch
+
+        out = []
+        for a, b in self._chunks(len(texts)):
+            chunk = list(texts[a:b]) + [""] * (self.batch_size - (b - a))
+            tokens = self.tokenizer(chunk).to(self.device)
+            with torch.inference_mode():
+                emb = self.model.encode_text(tokens).float()
+            out.append(torch.nn.functional.normalize(emb, dim=-1)[: b - a].cpu().numpy())
+        return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
+
+
+def embed_batch(model: LoadedClip, examples: Sequence[tuple[np.ndarray, str | None]]) -> list[dict]:
+    """Embeddings (float16) and image-caption scores for a batch of (pixels, caption)."""
+    img = model.encode_images([p for p, _ in examples])
+    captioned = [i for i, (_, c) in enumerate(examples) if c]
+    scores: list[float | None] = [None] * len(examples)
+    if captioned:
+        txt = model.encode_texts([examples[i][1] for i in captioned])
+        for j, i in enumerate(captioned):
+            scores[i] = float(np.dot(img[i], txt[j]))
+    return [{"embedding": img[i].astype(np.float16), "clip_score": scores[i]} for i in range(len(examples))]
+
+
+class ClipModelHandler(ModelHandler[tuple, PredictionResult, LoadedClip]):
+    """RunInference handler: one model per process (``share_model_across_processes`` for GPUs)."""
+
+    def __init__(self, spec: ModelSpec, device: str = "auto", min_batch_size: int = 8,
+                 max_batch_size: int = 32, large_model: bool = False):
+        self._spec, self._device = spec, device
+        self._min, self._max, self._large = min_batch_size, max_batch_size, large_model
+
+    def load_model(self) -> LoadedClip:  # noqa: D102
+        return LoadedClip(self._spec, self._device, self._max)
+
+    def run_inference(self, batch: Sequence[tuple], model: LoadedClip,
+                      inference_args: dict[str, Any] | None = None) -> Iterable[PredictionResult]:  # noqa: D102
+        return [PredictionResult(ex, out) for ex, out in zip(batch, embed_batch(model, batch))]
+
+    def batch_elements_kwargs(self):  # noqa: D102
+        return {"min_batch_size": self._min, "max_batch_size": self._max}
+
+    def share_model_across_processes(self) -> bool:  # noqa: D102
+        return self._large
+
+    def get_metrics_namespace(self) -> str:  # noqa: D102
+        return "embed"
