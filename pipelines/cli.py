@@ -11,15 +11,26 @@ USAGE = """usage: shardguard <command> [options]
 
 commands:
   scan            scan parquet shards against hash lists (Beam pipeline options pass through)
+  refilter        re-apply a new set of lists/concepts to a finished run, from its stored features
   lists build     parse, validate and build a fingerprinted list artifact
   concepts build  build a CLIP concept index from prompts, exemplar images or embeddings
-  manifest show   human summary of a run directory (--json for scripts)
+  manifest show|why|diff|verify   inspect and audit run directories (--json for scripts)
+  lookup          is this image (or a near-copy) in a scanned run?
   sample          write a small synthetic dataset and lists (what `make demo` scans)
 """
 
 
+class _DropNoise(logging.Filter):
+    """Beam warns at import that GCP clients are absent; irrelevant unless the user runs on GCP."""
+
+    def filter(self, record: logging.LogRecord) -> bool:  # noqa: D102
+        return "apitools not found" not in record.getMessage()
+
+
 def _setup_logging() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    for h in logging.getLogger().handlers:
+        h.addFilter(_DropNoise())
     logging.getLogger("shardguard").setLevel(os.environ.get("SHARDGUARD_LOG", "INFO"))
 
 
@@ -101,32 +112,76 @@ def _concepts_build(argv) -> int:
 
 
 def _manifest(argv) -> int:
-    from shardguard.pipelines import manifest as mf
+    from shardguard.pipelines import manifest_tools as mt
+    from shardguard.pipelines.manifest import ManifestError
 
     p = argparse.ArgumentParser(prog="shardguard manifest")
-    p.add_argument("action", choices=("show",))
-    p.add_argument("run_dir")
-    p.add_argument("--json", action="store_true")
+    sub = p.add_subparsers(dest="action", required=True)
+    for name, helptext in (("show", "summary of a run"), ("verify", "recompute checksums and accounting")):
+        sp = sub.add_parser(name, help=helptext)
+        sp.add_argument("run_dir")
+        sp.add_argument("--json", action="store_true")
+    sp = sub.add_parser("why", help="why a row was removed, quarantined or kept")
+    sp.add_argument("run_dir")
+    sp.add_argument("key")
+    sp.add_argument("--shard")
+    sp.add_argument("--json", action="store_true")
+    sp = sub.add_parser("diff", help="rows flagged in one run and not the other")
+    sp.add_argument("run_a")
+    sp.add_argument("run_b")
+    sp.add_argument("--json", action="store_true")
     a = p.parse_args(argv)
     try:
-        manifest = mf.read_manifest(a.run_dir)
-    except mf.ManifestError as exc:
+        if a.action == "show":
+            result = dict(mt.show(a.run_dir), _dir=a.run_dir)
+        elif a.action == "why":
+            result = mt.why(a.run_dir, a.key, a.shard)
+        elif a.action == "diff":
+            result = mt.diff(a.run_a, a.run_b)
+        else:
+            result = mt.verify(a.run_dir)
+    except (ManifestError, OSError, ValueError) as exc:
         print(f"shardguard: error: {exc}", file=sys.stderr)
         return 2
     if a.json:
-        print(json.dumps({"run": manifest["run"], "totals": manifest["totals"],
-                          "lists": [{k: l[k] for k in ("name", "type", "entries", "fingerprint")}
-                                    for l in manifest["lists"]],
-                          "shards": [{"shard": s["shard"], "status": s["status"], "counts": s["counts"]}
-                                     for s in manifest["shards"]]}, indent=2))
+        print(json.dumps({k: v for k, v in result.items() if k != "_dir"}, indent=2, default=str))
     else:
-        print(mf.summary_text(manifest))
-        for s in manifest["shards"]:
-            if s["status"] == "ok":
-                c = s["counts"]
-                print(f"    {s['shard']}: {c['rows_in']} in, {c['kept']} kept, {c['removed']} removed, "
-                      f"{c['quarantined']} quarantined, {c['errored']} errored")
+        print(mt.text(a.action, result))
+    if a.action == "verify" and not result["ok"]:
+        return 1
+    if a.action == "why" and not result["found"]:
+        return 1
     return 0
+
+
+def _lookup(argv) -> int:
+    from shardguard.pipelines.lookup import lookup
+    from shardguard.pipelines.manifest import ManifestError
+
+    p = argparse.ArgumentParser(prog="shardguard lookup")
+    p.add_argument("--run", required=True)
+    p.add_argument("images", nargs="+")
+    p.add_argument("--clip-threshold", type=float, default=0.95)
+    p.add_argument("--json", action="store_true")
+    a = p.parse_args(argv)
+    try:
+        result = lookup(a.run, a.images, a.clip_threshold)
+    except (ManifestError, OSError, ValueError) as exc:
+        print(f"shardguard: error: {exc}", file=sys.stderr)
+        return 2
+    if a.json:
+        print(json.dumps(result, indent=2))
+    else:
+        if result["note"]:
+            print(f"note: {result['note']}")
+        for r in result["results"]:
+            status = "FOUND" if r["found"] else "not found"
+            print(f"{r['image']}: {status}" + ("" if r["decoded"] else f" (query not decodable: {r['error']})"))
+            for h in r["matches"]:
+                d = ", ".join(f"{k} {v}" for k, v in h["distances"].items())
+                c = f", clip {h['clip_similarity']}" if "clip_similarity" in h else ""
+                print(f"    {h['shard']}/{h['key']} (row {h['row']}): {d}{c}")
+    return 0 if all(r["found"] for r in result["results"]) else 1
 
 
 def main(argv=None) -> int:
@@ -141,12 +196,18 @@ def main(argv=None) -> int:
         from shardguard.pipelines.scan import run
 
         return run(rest)
+    if cmd == "refilter":
+        from shardguard.pipelines.refilter import run as refilter_run
+
+        return refilter_run(rest)
     if cmd == "lists" and rest[:1] == ["build"]:
         return _lists_build(rest[1:])
     if cmd == "concepts" and rest[:1] == ["build"]:
         return _concepts_build(rest[1:])
     if cmd == "manifest":
         return _manifest(rest)
+    if cmd == "lookup":
+        return _lookup(rest)
     if cmd == "sample":
         from shardguard.pipelines.sample_data import main as sample_main
 

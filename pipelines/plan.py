@@ -110,21 +110,30 @@ def features_fingerprint(cfg: ScanConfig, hashes, model_info) -> str:
     return hashlib.sha256(fileio.canonical_json(pinned)).hexdigest()
 
 
-def prepare(cfg: ScanConfig, list_dir: str | None = None) -> RunPlan:
+def prepare(cfg: ScanConfig, list_dir: str | None = None, parent_features: dict | None = None) -> RunPlan:
     """Resolve and validate everything; raises ConfigError / ListFormatError / ArtifactError /
-    ModelError with a message naming the file (and line) at fault."""
+    ModelError with a message naming the file (and line) at fault.
+
+    ``parent_features`` (a re-filter) is the parent manifest's ``features`` block: the features exist
+    already, so no model is loaded and the parent's hash set and fingerprint are used as they are.
+    """
     lists = resolve_lists(cfg.lists, list_dir or cfg.output)
     spec = info = size = None
-    if cfg.clip.model:
+    if parent_features is not None:
+        info = parent_features.get("model")
+    elif cfg.clip.model:
         spec, info, size = _load_model(cfg)
     elif cfg.expand.threshold is not None or cfg.clip.min_score is not None:
         raise ConfigError("kNN expansion and min_clip_score need embeddings: give --clip-model")
     concepts = _concepts(cfg, info)
     wanted = set(cfg.hashes) | {r.sidecar["type"] for r in lists}
     hashes = tuple(n for n in HASH_TYPES if n in wanted)
+    if parent_features is not None:
+        hashes = tuple(parent_features["hashes"])
     plan = RunPlan(cfg=cfg, lists=lists, hashes=hashes, model_spec=spec, model_info=info,
                    clip_size=size, concepts=concepts)
-    plan.features_fp = features_fingerprint(cfg, hashes, info)
+    plan.features_fp = (parent_features["fingerprint"] if parent_features is not None
+                        else features_fingerprint(cfg, hashes, info))
     plan.verdict_fp = verdict_fingerprint(cfg, lists, concepts)
     if cfg.expand.threshold is not None and not plan.seed_sources:
         raise ConfigError("kNN expansion needs at least one hash list with action remove (the seeds)")

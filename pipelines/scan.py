@@ -129,6 +129,12 @@ def _now() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def _rel(path: str, root: str) -> str:
+    """``path`` relative to the run directory when inside it (so a run directory can move)."""
+    prefix = root.rstrip("/") + "/"
+    return path[len(prefix):] if path.startswith(prefix) else path
+
+
 def finish_manifest(plan: RunPlan, specs, started: str, kind="scan", extra=None) -> dict:
     """Combine the per-shard summaries of this run's shards into the manifest; check it."""
     cfg = plan.cfg
@@ -139,7 +145,7 @@ def finish_manifest(plan: RunPlan, specs, started: str, kind="scan", extra=None)
             raise mf.ManifestError(f"shard {spec['shard']} has no summary after the run ({path})")
         shards.append(fileio.read_json(path))
     manifest = mf.build_manifest(config=cfg.to_dict(), config_fp=plan.config_fp,
-                                 lists=[r.sidecar for r in plan.lists], shards=shards, started=started,
+                                 lists=[dict(r.sidecar, path=_rel(r.art_dir, cfg.output), name=r.name) for r in plan.lists], shards=shards, started=started,
                                  finished=_now(), kind=kind, extra=dict(plan.manifest_extra(), **(extra or {})))
     problems = mf.check_accounting(manifest)
     if problems:

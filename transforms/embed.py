@@ -102,7 +102,8 @@ def embed_batch(model: LoadedClip, examples: Sequence[tuple[np.ndarray, str | No
     if captioned:
         txt = model.encode_texts([examples[i][1] for i in captioned])
         for j, i in enumerate(captioned):
-            scores[i] = float(np.dot(img[i], txt[j]))
+            # rounded to float32 here, as stored: a re-filter then compares the very same value
+            scores[i] = float(np.float32(np.dot(img[i], txt[j])))
     return [{"embedding": img[i].astype(np.float16), "clip_score": scores[i]} for i in range(len(examples))]
 
 

@@ -42,13 +42,13 @@ def features_table(rows: list[dict], embed_dim: int | None) -> pa.Table:
         return base
     import numpy as np
 
+    # A row without an embedding stores the zero vector (real ones have norm 1): pyarrow 25 writes
+    # null fixed-size-list entries to parquet but cannot read them back.
     flat = np.zeros((len(rows), embed_dim), dtype=np.float16)
-    valid = np.zeros(len(rows), dtype=bool)
     for i, r in enumerate(rows):
         if r.get("embedding") is not None:
-            flat[i], valid[i] = r["embedding"], True
-    values = pa.array(flat.reshape(-1), type=pa.float16())
-    emb = pa.FixedSizeListArray.from_arrays(values, embed_dim, mask=pa.array(~valid))
+            flat[i] = r["embedding"]
+    emb = pa.FixedSizeListArray.from_arrays(pa.array(flat.reshape(-1), type=pa.float16()), embed_dim)
     score = pa.array([r.get("clip_score") for r in rows], type=pa.float32())
     return base.append_column(pa.field("embedding", pa.list_(pa.float16(), embed_dim)), emb) \
                .append_column(pa.field("clip_score", pa.float32()), score)
@@ -111,3 +111,14 @@ class _BytesOnly:
 
     def __init__(self, data: bytes):
         self.data = data
+
+
+def embeddings_from_table(table: pa.Table):
+    """(float16 (n, dim) matrix, has-embedding mask) from a features table's ``embedding`` column."""
+    import numpy as np
+
+    col = table.column("embedding").combine_chunks()
+    dim = col.type.list_size
+    vals = col.values.to_numpy(zero_copy_only=False)[col.offset * dim:(col.offset + len(col)) * dim]
+    flat = vals.astype(np.float16).reshape(-1, dim)
+    return flat, np.any(flat != 0, axis=1)

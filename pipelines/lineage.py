@@ -1,0 +1,80 @@
+"""Run-to-run comparison: lineage of a re-filter and the rows each run flags that the other keeps.
+
+A row is identified by ``(shard, key)``; "flagged" means removed or quarantined. The comparison reads
+only the small ``removed/`` and ``review/`` record files of the two runs.
+"""
+from __future__ import annotations
+
+import hashlib
+
+import pyarrow.parquet as pq
+
+from shardguard.indexes import fileio
+
+
+def flagged_rows(run_dir: str, manifest: dict | None = None) -> dict[tuple[str, str], dict]:
+    """(shard, key) → {verdict, reasons} for every removed or quarantined row of a run."""
+    from shardguard.pipelines.manifest import read_manifest
+
+    manifest = manifest or read_manifest(run_dir)
+    out = {}
+    for s in manifest["shards"]:
+        if s["status"] != "ok":
+            continue
+        for kind in ("removed", "review"):
+            with fileio_open(fileio.join(run_dir, s["outputs"][kind]["path"])) as f:
+                for r in pq.read_table(f, columns=["key", "verdict", "reasons"]).to_pylist():
+                    out[(s["shard"], r["key"])] = {"verdict": r["verdict"], "reasons": r["reasons"]}
+    return out
+
+
+def fileio_open(path: str):
+    """Open a file for pyarrow through Beam's FileSystems."""
+    import io
+
+    return io.BytesIO(fileio.read_bytes(path))
+
+
+def _by_reason(rows: dict) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for v in rows.values():
+        for r in v["reasons"]:
+            counts[r] = counts.get(r, 0) + 1
+    return dict(sorted(counts.items()))
+
+
+def diff_runs(dir_a: str, dir_b: str, new_manifest_shards=None) -> dict:
+    """Rows flagged in B and not in A ("newly flagged") and flagged in A, not in B ("restored"),
+    with counts by reason (B's reasons for the first, A's for the second) and the row ids."""
+    a = flagged_rows(dir_a)
+    b = flagged_rows(dir_b, _partial_manifest(dir_b, new_manifest_shards) if new_manifest_shards else None)
+    new = {k: v for k, v in b.items() if k not in a}
+    restored = {k: v for k, v in a.items() if k not in b}
+    changed = {k: {"before": a[k], "after": b[k]} for k in a.keys() & b.keys() if a[k] != b[k]}
+    rows = lambda d: [{"shard": k[0], "key": k[1], **v} for k, v in sorted(d.items())]  # noqa: E731
+    return {"newly_flagged_total": len(new), "newly_flagged_by_reason": _by_reason(new),
+            "restored_total": len(restored), "restored_by_reason": _by_reason(restored),
+            "changed_total": len(changed), "newly_flagged": rows(new), "restored": rows(restored),
+            "changed": [{"shard": k[0], "key": k[1], **v} for k, v in sorted(changed.items())]}
+
+
+def _partial_manifest(run_dir: str, specs) -> dict:
+    """A manifest-shaped view of a run that is being finished (from its shard summaries)."""
+    from shardguard.transforms.read import summary_path
+
+    return {"shards": [fileio.read_json(summary_path(run_dir, s["shard"])) for s in specs]}
+
+
+def lineage(parent: dict, parent_dir: str, plan) -> dict:
+    """What a re-filter records about its parent: where, which manifest, what changed in lists."""
+    path = fileio.join(parent_dir, "manifest.json")
+    before = {l["name"]: l["fingerprint"] for l in parent["lists"]}
+    after = {r.name: r.fingerprint for r in plan.lists}
+    c_before = {c.get("path"): c["fingerprint"] for c in parent.get("concepts") or []}
+    c_after = {p: sc["fingerprint"] for p, sc in plan.concepts}
+    return {"path": parent_dir, "manifest_sha256": hashlib.sha256(fileio.read_bytes(path)).hexdigest(),
+            "run_id": parent["run"]["id"],
+            "lists_added": sorted(n for n in after if before.get(n) != after[n]),
+            "lists_retired": sorted(n for n in before if after.get(n) != before[n]),
+            "concepts_added": sorted(p for p in c_after if c_before.get(p) != c_after[p]),
+            "concepts_retired": sorted(p for p in c_before if c_after.get(p) != c_before[p])}

@@ -1,0 +1,100 @@
+"""``shardguard lookup --run DIR IMAGE…``: is this image, or a near-copy, in the scanned dataset?
+
+Answers from the run's stored features (no input shard is read): exact md5/sha256 equality,
+perceptual-hash Hamming distance within each type's default threshold, and — when the run stored
+embeddings and its model can be loaded here — CLIP cosine similarity. It is a brute-force pass over
+the features, which is fine per run directory; a standing service would index them instead.
+"""
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from shardguard.indexes import fileio
+from shardguard.indexes.hashtypes import HASH_TYPES
+from shardguard.pipelines import manifest as mf
+from shardguard.pipelines.lineage import fileio_open
+from shardguard.transforms.features import compute_row_features, embeddings_from_table
+
+
+def query_features(data: bytes, hashes, clip_size: int | None):
+    """The same features the scan computes, for one query image."""
+    row = {"row": 0, "key": "query", "key_derived": False, "url": None, "caption": None,
+           "status": "success", "image": data}
+    return compute_row_features(row, tuple(hashes), 10**9, clip_size)
+
+
+def _hamming(codes: np.ndarray, q: np.ndarray) -> np.ndarray:
+    return np.unpackbits(np.bitwise_xor(codes, q), axis=1).sum(axis=1)
+
+
+def _load_model(model_info: dict | None):
+    if not model_info:
+        return None, "run has no embeddings"
+    from shardguard.indexes.models import ModelError, parse_spec
+    from shardguard.transforms.embed import LoadedClip
+
+    try:
+        clip = LoadedClip(parse_spec(model_info["spec"]), "auto", 1)
+    except (ModelError, OSError, RuntimeError) as exc:
+        return None, f"model {model_info['spec']} not loadable here ({exc}); CLIP similarity skipped"
+    if clip.info["weights_sha256"] != model_info["weights_sha256"]:
+        return None, f"model {model_info['spec']} here has other weights than the run's; CLIP skipped"
+    return clip, None
+
+
+def lookup(run_dir: str, images: list[str], clip_threshold: float = 0.95, max_results: int = 20) -> dict:
+    """Matches per query image: (shard, key, row) with hash distances and CLIP similarity."""
+    m = mf.read_manifest(run_dir)
+    hashes = m["features"]["hashes"]
+    clip, note = _load_model(m["features"].get("model"))
+    queries = []
+    for path in images:
+        rec, pixels = query_features(fileio.read_bytes(path), hashes, clip.size if clip else None)
+        emb = clip.encode_images([pixels])[0].astype(np.float16).astype(np.float32) if clip and pixels is not None else None
+        queries.append((path, rec, emb))
+    results = {p: [] for p, _, _ in queries}
+    for s in m["shards"]:
+        if s["status"] != "ok":
+            continue
+        t = pq.read_table(fileio_open(fileio.join(run_dir, s["outputs"]["features"]["path"])))
+        _match_shard(s["shard"], t, queries, hashes, clip_threshold, results)
+    out = []
+    for path, rec, _ in queries:
+        hits = sorted(results[path], key=lambda h: (-h["clip_similarity"] if h.get("clip_similarity") else 0,
+                                                    min(h["distances"].values(), default=999)))
+        out.append({"image": path, "decoded": rec["status"] == "ok",
+                    "error": rec.get("error_class"), "found": bool(hits), "matches": hits[:max_results]})
+    return {"run": run_dir, "note": note, "results": out}
+
+
+def _match_shard(shard, table, queries, hashes, clip_threshold, results) -> None:
+    cols = table.drop_columns([c for c in ("embedding",) if c in table.column_names]).to_pydict()
+    emb = None
+    if "embedding" in table.column_names:
+        emb = embeddings_from_table(table)[0].astype(np.float32)  # zero rows: no embedding, sim 0
+    for path, rec, qemb in queries:
+        found: dict[int, dict] = {}
+        for name in hashes:
+            ht, qv = HASH_TYPES[name], rec.get(name)
+            if not qv:
+                continue
+            vals = cols[name]
+            idx = [i for i, v in enumerate(vals) if v]
+            if not idx:
+                continue
+            if ht.perceptual:
+                d = _hamming(ht.to_codes([vals[i] for i in idx]), ht.to_codes([qv])[0])
+                close = [(idx[j], int(d[j])) for j in np.nonzero(d <= ht.default_max_distance)[0]]
+            else:
+                close = [(i, 0) for i in idx if vals[i] == qv]
+            for i, dist in close:
+                found.setdefault(i, {"distances": {}})["distances"][name] = dist
+        if emb is not None and qemb is not None:
+            sims = emb @ qemb
+            for i in np.nonzero(sims >= clip_threshold)[0]:
+                found.setdefault(int(i), {"distances": {}})["clip_similarity"] = round(float(sims[i]), 4)
+        for i, hit in found.items():
+            results[path].append({"shard": shard, "key": cols["key"][i], "row": cols["row"][i], **hit})

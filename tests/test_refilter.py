@@ -1,0 +1,122 @@
+"""Re-filtering from stored features equals a fresh scan; lineage; retiring lists; missing features."""
+from __future__ import annotations
+
+import json
+
+import pyarrow.parquet as pq
+import pytest
+
+from conftest import run_scan
+from helpers import tree_bytes
+from shardguard.pipelines.refilter import run as refilter
+
+
+def _lists(src):
+    L = src / "lists"
+    return {"md5": f"md5={L / 'known-bad-md5.txt'}", "pdq": f"pdq={L / 'known-bad-pdq.csv'}",
+            "phash": f"phash={L / 'known-bad-phash.txt'}"}
+
+
+def _scan(src, out, *lists, extra=()):
+    args = ["--input", str(src / "shards" / "*.parquet"), "--output", str(out), *extra]
+    for l in lists:
+        args += ["--hash-list", l]
+    return run_scan(args)
+
+
+def _comparable(root):
+    """Everything but the manifest (whose lineage and kind differ by design) and list dirs' paths."""
+    return {k: v for k, v in tree_bytes(root).items() if k != "manifest.json" and not k.startswith("lists/")}
+
+
+@pytest.fixture(scope="module")
+def runs(sample, tmp_path_factory):
+    src, planted = sample
+    d = tmp_path_factory.mktemp("refilter")
+    L = _lists(src)
+    assert _scan(src, d / "parent", L["md5"]) == 0
+    assert _scan(src, d / "fresh", L["md5"], L["pdq"]) == 0
+    assert refilter(["--from", str(d / "parent"), "--output", str(d / "child"), "--hash-list", L["pdq"]]) == 0
+    return src, planted, d
+
+
+def test_refilter_equals_fresh_scan(runs):
+    src, planted, d = runs
+    assert _comparable(d / "child") == _comparable(d / "fresh")  # clean bytes, records, summaries
+    kept = lambda r: {k for p in (r / "clean").glob("*.parquet")  # noqa: E731
+                      for k in pq.read_table(p, columns=["key"]).column(0).to_pylist()}
+    assert kept(d / "child") == kept(d / "fresh") == set(planted["distractor_keys"])
+
+
+def test_lineage_recorded(runs):
+    src, planted, d = runs
+    m = json.loads((d / "child" / "manifest.json").read_text())
+    p = m["parent"]
+    import hashlib
+    assert m["kind"] == "refilter" and p["path"] == str(d / "parent")
+    assert p["manifest_sha256"] == hashlib.sha256((d / "parent" / "manifest.json").read_bytes()).hexdigest()
+    assert p["lists_added"] == ["known-bad-pdq"] and p["lists_retired"] == []
+    c = p["changes"]
+    assert c["restored_total"] == 0 and c["newly_flagged_total"] == len(planted["bad_keys"]) - 3
+    assert c["newly_flagged_by_reason"] == {"hashlist:known-bad-pdq": len(planted["bad_keys"]) - 3}
+
+
+def test_retiring_a_list_restores_exactly_the_rows_only_it_removed(runs, tmp_path):
+    src, planted, d = runs
+    L = _lists(src)
+    assert _scan(src, tmp_path / "both", L["md5"], L["phash"]) == 0
+    assert refilter(["--from", str(tmp_path / "both"), "--output", str(tmp_path / "retired"),
+                     "--retire-list", "known-bad-phash"]) == 0
+    m = json.loads((tmp_path / "retired" / "manifest.json").read_text())
+    both = {(r["shard"], r["key"]) for r in m["parent"]["changes"]["restored"]}
+    removed_before = {}
+    for p in (tmp_path / "both" / "removed").glob("*.parquet"):
+        for r in pq.read_table(p).to_pylist():
+            removed_before[(p.stem, r["key"])] = r["reasons"]
+    only_phash = {k for k, reasons in removed_before.items() if reasons == ["hashlist:known-bad-phash"]}
+    assert both == only_phash and len(only_phash) == len(planted["bad_keys"]) - 3
+    assert m["parent"]["lists_retired"] == ["known-bad-phash"]
+    assert m["totals"]["reasons"] == {"hashlist:known-bad-md5": 3}
+
+
+def test_refilter_never_decodes_or_loads_a_model(runs, tmp_path, monkeypatch):
+    src, planted, d = runs
+
+    def boom(*a, **k):
+        raise AssertionError("refilter must not decode or embed")
+
+    import shardguard.indexes.models as models
+    import shardguard.transforms.features as features
+    monkeypatch.setattr(features, "decode_image", boom)
+    monkeypatch.setattr(models, "build_model", boom)
+    assert refilter(["--from", str(d / "parent"), "--output", str(tmp_path / "c"),
+                     "--hash-list", _lists(src)["phash"], "--direct_num_workers=1"]) == 0
+
+
+def test_missing_feature_is_a_clear_error(sample, tmp_path, capsys):
+    src, _ = sample
+    assert _scan(src, tmp_path / "p", extra=["--hashes", "md5"]) == 0
+    capsys.readouterr()
+    assert refilter(["--from", str(tmp_path / "p"), "--output", str(tmp_path / "c"),
+                     "--hash-list", _lists(src)["pdq"]]) == 2
+    err = capsys.readouterr().err
+    assert "needs feature 'pdq'" in err and "shards: 00000, 00001, 00002" in err
+    assert refilter(["--from", str(tmp_path / "p"), "--output", str(tmp_path / "c"),
+                     "--expand-threshold", "0.9"]) == 2
+    assert "need feature 'embedding'" in capsys.readouterr().err
+
+
+def test_moved_inputs_fail_clearly_and_relocate_fixes_it(sample, tmp_path):
+    import shutil
+
+    src, _ = sample
+    moved = tmp_path / "src"
+    shutil.copytree(src, moved)
+    assert _scan(moved, tmp_path / "p", _lists(moved)["md5"]) == 0
+    (moved / "shards").rename(tmp_path / "elsewhere")
+    assert refilter(["--from", str(tmp_path / "p"), "--output", str(tmp_path / "c1")]) == 1
+    m = json.loads((tmp_path / "c1" / "manifest.json").read_text())
+    assert {s["status"] for s in m["shards"]} == {"failed"}
+    assert "cannot be read" in m["shards"][0]["failure"]["message"]
+    assert refilter(["--from", str(tmp_path / "p"), "--output", str(tmp_path / "c2"),
+                     "--relocate", f"{moved / 'shards'}={tmp_path / 'elsewhere'}"]) == 0

@@ -1,0 +1,79 @@
+"""Re-filter read stage: stored features instead of pixels.
+
+For each shard of a parent run: check the input still has the parent's sha256 (the clean shard is
+copied from it), read ``features/<shard>.parquet`` (checked against the sha256 the parent recorded),
+and emit the same ``info`` / per-row features / ``failed`` outputs the scan's features stage emits, so
+the verdict stage that follows is literally the scan's.
+"""
+from __future__ import annotations
+
+import io
+
+import apache_beam as beam
+import pyarrow.parquet as pq
+from apache_beam.metrics import Metrics
+
+from shardguard.indexes import fileio
+from shardguard.transforms.read import DONE, FAILED, INFO, PlanShardFn
+from shardguard.transforms.features import embeddings_from_table
+from shardguard.transforms.parquet_shards import shard_metadata
+
+
+def read_feature_rows(path: str, expected_sha256: str | None) -> list[dict]:
+    """Features records of one shard, as the scan produced them (embeddings back to float16)."""
+    data = fileio.read_bytes(path)
+    if expected_sha256 and __import__("hashlib").sha256(data).hexdigest() != expected_sha256:
+        raise ValueError(f"{path}: features file does not match the sha256 in the parent manifest")
+    table = pq.read_table(io.BytesIO(data))
+    embedded = None
+    if "embedding" in table.column_names:
+        embedded = embeddings_from_table(table)
+        table = table.drop_columns(["embedding"])
+    rows = table.to_pylist()
+    if embedded is not None:
+        flat, valid = embedded
+        for i, r in enumerate(rows):
+            r["embedding"] = flat[i].copy() if valid[i] else None
+    return rows
+
+
+class ReadFeaturesFn(beam.DoFn):
+    """Shard spec (planned, with the input's current sha256) → info, per-row features, failed."""
+
+    def __init__(self):
+        self._rows = Metrics.counter("refilter", "rows")
+
+    def process(self, spec):
+        shard = spec["shard"]
+        try:
+            if "open_error" in spec:
+                raise ValueError(f"input {spec['path']} cannot be read: {spec['open_error']}")
+            if spec["sha256"] != spec["parent_sha256"]:
+                raise ValueError(f"input {spec['path']} changed since the parent run "
+                                 f"(sha256 {spec['sha256'][:16]}…, parent recorded {spec['parent_sha256'][:16]}…)")
+            info = dict(spec, **shard_metadata(spec["path"]))
+            rows = read_feature_rows(spec["features_path"], spec.get("features_sha256"))
+        except Exception as exc:  # noqa: BLE001 - recorded as a failed shard; the run goes on
+            yield beam.pvalue.TaggedOutput(INFO, (shard, spec))
+            yield beam.pvalue.TaggedOutput(FAILED, (shard, {"stage": "refilter-read",
+                                                            "error_class": type(exc).__name__,
+                                                            "message": str(exc)[:500]}))
+            return
+        yield beam.pvalue.TaggedOutput(INFO, (shard, info))
+        for r in rows:
+            self._rows.inc()
+            yield shard, r
+
+
+class ReadStoredFeatures(beam.PTransform):
+    """Parent shard specs → {"features", "info", "failed", "done"} (the scan's shapes)."""
+
+    def __init__(self, output_dir: str, config_fp: str, force: bool):
+        super().__init__()
+        self._args = (output_dir, config_fp, force)
+
+    def expand(self, specs):
+        planned = specs | "Plan" >> beam.ParDo(PlanShardFn(*self._args)).with_outputs(DONE, main="todo")
+        read = (planned.todo | "Spread" >> beam.Reshuffle()
+                | "Features" >> beam.ParDo(ReadFeaturesFn()).with_outputs(INFO, FAILED, main="rows"))
+        return {"features": read.rows, "info": read[INFO], "failed": read[FAILED], "done": planned[DONE]}
