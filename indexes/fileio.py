@@ -93,3 +93,17 @@ def write_atomic(path: str, data: bytes) -> str:
     with atomic_writer(path) as f:
         f.write(data)
     return hashlib.sha256(data).hexdigest()
+
+
+def copy_verified(src: str, dst: str, expected_sha256: str) -> str:
+    """Copy ``src`` to ``dst`` atomically, streaming, checking the bytes against ``expected_sha256``
+    (on a mismatch nothing appears at ``dst`` and ValueError is raised); return the sha256."""
+    digest = hashlib.sha256()
+    with FileSystems.open(src, compression_type="uncompressed") as f, atomic_writer(dst) as out:
+        while chunk := f.read(_CHUNK):
+            digest.update(chunk)
+            out.write(chunk)
+        if digest.hexdigest() != expected_sha256:
+            raise ValueError(f"{src}: sha256 {digest.hexdigest()[:16]}… is not the recorded "
+                             f"{expected_sha256[:16]}…; not copied")
+    return digest.hexdigest()

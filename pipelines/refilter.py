@@ -109,10 +109,11 @@ def shard_specs(parent: dict, parent_dir: str, relocate: list[str]) -> list[dict
     specs = []
     for s in sorted(parent["shards"], key=lambda s: s["shard"]):
         spec = {"shard": s["shard"], "path": _relocate(s["input"]["path"], relocate),
-                "parent_sha256": s["input"]["sha256"]}
+                "parent_sha256": s["input"]["sha256"], "parent_size": s["input"]["size"]}
         if s["status"] == "ok":
             spec.update(features_path=fileio.join(parent_dir, s["outputs"]["features"]["path"]),
-                        features_sha256=s["outputs"]["features"]["sha256"])
+                        features_sha256=s["outputs"]["features"]["sha256"], parent_dir=parent_dir,
+                        parent_outputs=s["outputs"])
         else:
             spec.update(features_path="", open_error=f"parent shard failed: {s['failure']['message']}")
         specs.append(spec)

@@ -114,9 +114,29 @@ def test_moved_inputs_fail_clearly_and_relocate_fixes_it(sample, tmp_path):
     shutil.copytree(src, moved)
     assert _scan(moved, tmp_path / "p", _lists(moved)["md5"]) == 0
     (moved / "shards").rename(tmp_path / "elsewhere")
-    assert refilter(["--from", str(tmp_path / "p"), "--output", str(tmp_path / "c1")]) == 1
+    # no change in kept rows: the parent's clean shards are reused and the inputs are not needed
+    assert refilter(["--from", str(tmp_path / "p"), "--output", str(tmp_path / "c0")]) == 0
+    pdq = ["--hash-list", _lists(moved)["pdq"]]
+    assert refilter(["--from", str(tmp_path / "p"), "--output", str(tmp_path / "c1"), *pdq]) == 1
     m = json.loads((tmp_path / "c1" / "manifest.json").read_text())
     assert {s["status"] for s in m["shards"]} == {"failed"}
     assert "cannot be read" in m["shards"][0]["failure"]["message"]
-    assert refilter(["--from", str(tmp_path / "p"), "--output", str(tmp_path / "c2"),
+    assert refilter(["--from", str(tmp_path / "p"), "--output", str(tmp_path / "c2"), *pdq,
                      "--relocate", f"{moved / 'shards'}={tmp_path / 'elsewhere'}"]) == 0
+
+
+def test_changed_input_is_refused(sample, tmp_path):
+    import shutil
+
+    src, _ = sample
+    moved = tmp_path / "src"
+    shutil.copytree(src, moved)
+    assert _scan(moved, tmp_path / "p", _lists(moved)["md5"]) == 0
+    shard = moved / "shards" / "00001.parquet"
+    t = pq.read_table(shard)
+    pq.write_table(t, shard, compression="gzip")  # same rows, other bytes
+    assert refilter(["--from", str(tmp_path / "p"), "--output", str(tmp_path / "c"),
+                     "--hash-list", _lists(moved)["pdq"]]) == 1
+    s = {x["shard"]: x for x in json.loads((tmp_path / "c" / "manifest.json").read_text())["shards"]}
+    assert s["00001"]["status"] == "failed" and "changed since the parent run" in s["00001"]["failure"]["message"]
+    assert s["00000"]["status"] == "ok" and not (tmp_path / "c" / "clean" / "00001.parquet").exists()

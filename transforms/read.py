@@ -24,22 +24,35 @@ def summary_path(output_dir: str, shard: str) -> str:
     return fileio.join(output_dir, "shards", f"{shard}.json")
 
 
-def plan_shard(spec: dict, output_dir: str, config_fp: str, force: bool) -> tuple[str, dict]:
-    """(``"todo"`` or ``"done"``, spec with the input fingerprint) for one shard."""
+def is_done(output_dir: str, shard: str, input_sha256: str, config_fp: str) -> bool:
+    """True when the shard's summary records status ok for this input and config."""
+    path = summary_path(output_dir, shard)
+    if not fileio.exists(path):
+        return False
     try:
-        sha, size = fileio.sha256_file(spec["path"])
-    except Exception as exc:  # noqa: BLE001 - an unreadable shard is data, recorded as failed
-        return "todo", dict(spec, open_error=f"{type(exc).__name__}: {exc}"[:500])
-    spec = dict(spec, sha256=sha, size=size)
-    path = summary_path(output_dir, spec["shard"])
-    if not force and fileio.exists(path):
+        prev = fileio.read_json(path)
+    except (ValueError, OSError):
+        return False
+    return (prev.get("status") == "ok" and prev.get("input", {}).get("sha256") == input_sha256
+            and prev.get("config_fingerprint") == config_fp)
+
+
+def plan_shard(spec: dict, output_dir: str, config_fp: str, force: bool) -> tuple[str, dict]:
+    """(``"todo"`` or ``"done"``, spec with the input fingerprint) for one shard.
+
+    The fingerprint is the input's sha256 (one streaming read), or, in a re-filter, the sha256 the
+    parent recorded (``parent_sha256``): the input is then read only if its clean rows change.
+    """
+    if "parent_sha256" in spec:
+        spec = dict(spec, sha256=spec["parent_sha256"], size=spec.get("parent_size"))
+    else:
         try:
-            prev = fileio.read_json(path)
-        except (ValueError, OSError):
-            prev = {}
-        if (prev.get("status") == "ok" and prev.get("input", {}).get("sha256") == sha
-                and prev.get("config_fingerprint") == config_fp):
-            return "done", spec
+            sha, size = fileio.sha256_file(spec["path"])
+        except Exception as exc:  # noqa: BLE001 - an unreadable shard is data, recorded as failed
+            return "todo", dict(spec, open_error=f"{type(exc).__name__}: {exc}"[:500])
+        spec = dict(spec, sha256=sha, size=size)
+    if not force and is_done(output_dir, spec["shard"], spec["sha256"], config_fp):
+        return "done", spec
     return "todo", spec
 
 

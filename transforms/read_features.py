@@ -16,7 +16,6 @@ from apache_beam.metrics import Metrics
 from shardguard.indexes import fileio
 from shardguard.transforms.read import DONE, FAILED, INFO, PlanShardFn
 from shardguard.transforms.features import embeddings_from_table
-from shardguard.transforms.parquet_shards import shard_metadata
 
 
 def read_feature_rows(path: str, expected_sha256: str | None) -> list[dict]:
@@ -37,8 +36,20 @@ def read_feature_rows(path: str, expected_sha256: str | None) -> list[dict]:
     return rows
 
 
+def parent_kept_rows(parent_dir: str, outputs: dict, num_rows: int) -> list[int]:
+    """Rows the parent kept: all rows but those in its removed, review and (not kept) error records."""
+    dropped: set[int] = set()
+    for kind in ("removed", "review", "errors"):
+        table = pq.read_table(io.BytesIO(fileio.read_bytes(fileio.join(parent_dir, outputs[kind]["path"]))))
+        for r in table.to_pylist():
+            if kind != "errors" or not r["kept"]:
+                dropped.add(r["row"])
+    return [i for i in range(num_rows) if i not in dropped]
+
+
 class ReadFeaturesFn(beam.DoFn):
-    """Shard spec (planned, with the input's current sha256) → info, per-row features, failed."""
+    """Parent shard spec → info (with what the writer needs to reuse the parent's clean shard),
+    per-row features, failed."""
 
     def __init__(self):
         self._rows = Metrics.counter("refilter", "rows")
@@ -47,12 +58,12 @@ class ReadFeaturesFn(beam.DoFn):
         shard = spec["shard"]
         try:
             if "open_error" in spec:
-                raise ValueError(f"input {spec['path']} cannot be read: {spec['open_error']}")
-            if spec["sha256"] != spec["parent_sha256"]:
-                raise ValueError(f"input {spec['path']} changed since the parent run "
-                                 f"(sha256 {spec['sha256'][:16]}…, parent recorded {spec['parent_sha256'][:16]}…)")
-            info = dict(spec, **shard_metadata(spec["path"]))
+                raise ValueError(spec["open_error"])
             rows = read_feature_rows(spec["features_path"], spec.get("features_sha256"))
+            clean = spec["parent_outputs"]["clean"]
+            info = dict(spec, num_rows=len(rows), verify_input=True, parent_clean={
+                "path": fileio.join(spec["parent_dir"], clean["path"]), "sha256": clean["sha256"],
+                "kept_rows": parent_kept_rows(spec["parent_dir"], spec["parent_outputs"], len(rows))})
         except Exception as exc:  # noqa: BLE001 - recorded as a failed shard; the run goes on
             yield beam.pvalue.TaggedOutput(INFO, (shard, spec))
             yield beam.pvalue.TaggedOutput(FAILED, (shard, {"stage": "refilter-read",
@@ -73,6 +84,7 @@ class ReadStoredFeatures(beam.PTransform):
         self._args = (output_dir, config_fp, force)
 
     def expand(self, specs):
+        # plan_shard uses the parent's recorded input sha256 here: no input is read to plan
         planned = specs | "Plan" >> beam.ParDo(PlanShardFn(*self._args)).with_outputs(DONE, main="todo")
         read = (planned.todo | "Spread" >> beam.Reshuffle()
                 | "Features" >> beam.ParDo(ReadFeaturesFn()).with_outputs(INFO, FAILED, main="rows"))

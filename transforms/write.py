@@ -17,7 +17,7 @@ from shardguard.indexes import fileio
 from shardguard.transforms import records
 from shardguard.transforms.decide import ERROR, KEEP, QUARANTINE, REMOVE, decide
 from shardguard.transforms.features import features_table
-from shardguard.transforms.parquet_shards import write_filtered_copy
+from shardguard.transforms.parquet_shards import shard_metadata, write_filtered_copy
 from shardguard.transforms.read import summary_path
 
 _LOG = logging.getLogger(__name__)
@@ -57,6 +57,35 @@ def error_rows(features: list[dict], verdicts: list[dict]) -> list[dict]:
             for f, v in zip(features, verdicts) if f["status"] != "ok"]
 
 
+class InputChanged(ValueError):
+    """A re-filter needs an input shard that is gone or differs from what the parent scanned."""
+
+
+def write_clean(info: dict, keep: set[int], dst: str) -> tuple[str, int]:
+    """Write the clean shard; return (sha256, rows).
+
+    In a re-filter whose kept rows equal the parent's, the parent's clean shard is exactly the
+    output: it is copied (sha256-checked against the parent manifest) and the input is not read.
+    Otherwise kept rows are copied from the input, which a re-filter first checks against the
+    parent's recorded sha256.
+    """
+    parent = info.get("parent_clean")
+    if parent and parent["kept_rows"] == sorted(keep):
+        return fileio.copy_verified(parent["path"], dst, parent["sha256"]), len(keep)
+    compression = info.get("compression")
+    if info.get("verify_input"):
+        try:
+            sha, _ = fileio.sha256_file(info["path"])
+        except Exception as exc:  # noqa: BLE001 - any unreadable input is the same failure
+            raise InputChanged(f"input {info['path']} cannot be read: {type(exc).__name__}: {exc}"[:500]) from None
+        if sha != info["sha256"]:
+            raise InputChanged(f"input {info['path']} changed since the parent run (sha256 {sha[:16]}…, "
+                               f"parent recorded {info['sha256'][:16]}…)")
+    if compression is None:
+        compression = shard_metadata(info["path"])["compression"]
+    return write_filtered_copy(info["path"], dst, keep, compression)
+
+
 def write_shard(bundle: dict, output_dir: str, settings: dict) -> dict:
     """Decide, write every output of one shard, then its summary; return the summary."""
     shard, info = bundle["shard"], bundle["info"]
@@ -77,8 +106,11 @@ def write_shard(bundle: dict, output_dir: str, settings: dict) -> dict:
     out["errors"] = records.write_rows(output_path(output_dir, "errors", shard),
                                        error_rows(feats, verdicts), records.ERROR_SCHEMA)
     keep = {v["row"] for v in verdicts if v["verdict"] == KEEP}
-    sha, n = write_filtered_copy(info["path"], output_path(output_dir, "clean", shard), keep,
-                                 info.get("compression", "snappy"))
+    try:
+        sha, n = write_clean(info, keep, output_path(output_dir, "clean", shard))
+    except InputChanged as exc:
+        return _write_failed(base, {"stage": "write-clean", "error_class": "InputChanged",
+                                    "message": str(exc)}, output_dir)
     out["clean"] = {"sha256": sha, "rows": n}
     for kind in out:
         out[kind] = {"path": f"{kind}/{shard}.parquet", **out[kind]}
