@@ -163,3 +163,25 @@ def test_weights_from_local_safetensors_are_fingerprinted(tmp_path):
     info = describe(spec, m2)
     assert info["random_weights"] is False
     assert info["weights_sha256"] == describe(parse_spec(TINY), model)["weights_sha256"]
+
+
+def test_prompt_concepts_build_and_tag_scores(clip_data, tmp_path, capsys):
+    (tmp_path / "c.yaml").write_text(
+        "concepts:\n  - name: weapons\n    prompts: [a photo of a gun, a rifle]\n    threshold: -1.0\n"
+        "    action: tag\n  - name: never\n    prompts: [x]\n    threshold: 1.0\n    action: remove\n")
+    assert cli(["concepts", "build", "--model", TINY, "--prompts", str(tmp_path / "c.yaml"),
+                "--output", str(tmp_path / "idx")]) == 0
+    sc = json.loads((tmp_path / "idx" / "sidecar.json").read_text())
+    assert [c["vectors"] for c in sc["concepts"]] == [2, 1] and sc["dim"] == 32
+    capsys.readouterr()
+    assert _scan(clip_data, tmp_path / "out", "--concepts", str(tmp_path / "idx")) == 0
+    m = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    # tag: every row scores >= -1 and is recorded, none is removed; nothing reaches cosine 1.0
+    assert m["totals"]["counts"]["kept"] == 28 and m["totals"]["counts"]["removed"] == 0
+
+
+def test_bad_prompt_file_is_a_clear_error(tmp_path, capsys):
+    (tmp_path / "c.yaml").write_text("concepts:\n  - name: x\n")
+    assert cli(["concepts", "build", "--model", TINY, "--prompts", str(tmp_path / "c.yaml"),
+                "--output", str(tmp_path / "idx")]) == 2
+    assert "needs 'name' and a non-empty 'prompts'" in capsys.readouterr().err

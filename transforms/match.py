@@ -38,7 +38,10 @@ def assemble_shard(shard: str, grouped: dict) -> dict:
     if grouped["failed"]:
         bundle["failure"] = dict(grouped["failed"][0])
         return bundle
-    feats = sorted(grouped["features"], key=lambda r: r["row"])
+    feats = []
+    for item in grouped["features"]:  # a record (scan) or a whole shard's list (re-filter)
+        feats.extend(item if isinstance(item, list) else (item,))
+    feats.sort(key=lambda r: r["row"])
     expected = info.get("num_rows")
     rows = [r["row"] for r in feats]
     if expected is None or rows != list(range(expected)):

@@ -6,6 +6,8 @@ the shard.
 """
 from __future__ import annotations
 
+import hashlib
+import io
 import posixpath
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -112,46 +114,64 @@ def shard_metadata(path: str) -> dict:
         return {"num_rows": md.num_rows, "columns": pf.schema_arrow.names, "compression": codec}
 
 
+ROW_GROUP_BYTES = 64 << 20  # clean shards: row groups of about this size (bounded memory)
+
+
 def write_filtered_copy(src: str, dst: str, keep_rows: set[int], compression: str) -> tuple[str, int]:
     """Copy the rows of ``src`` whose position is in ``keep_rows`` to ``dst`` atomically, with the
-    input's schema (and its metadata), column order and values; return (sha256, rows written)."""
+    input's schema (and its metadata), column order and values; return (sha256, rows written).
+
+    Kept rows are buffered into row groups of about ``ROW_GROUP_BYTES`` (writing one per read batch
+    would make thousands of tiny row groups and be slow to write and to read).
+    """
     import numpy as np
 
     keep = np.array(sorted(keep_rows), dtype=np.int64)
-    written = 0
+    written, start = 0, 0
     with open_parquet(src) as pf, fileio.atomic_writer(dst) as out:
         sink = _HashingSink(out)
-        writer = pq.ParquetWriter(pa.PythonFile(sink, mode="w"), pf.schema_arrow,
+        buffered = io.BufferedWriter(sink, buffer_size=8 << 20)
+        writer = pq.ParquetWriter(pa.PythonFile(buffered, mode="w"), pf.schema_arrow,
                                   compression=compression if compression != "uncompressed" else "none")
-        start = 0
+        pending, pending_bytes = [], 0
         for batch in pf.iter_batches(batch_size=READ_BATCH_ROWS):
             idx = np.arange(start, start + batch.num_rows)
             kept = batch.filter(pa.array(np.isin(idx, keep)))
-            if kept.num_rows:
-                writer.write_batch(kept)
-                written += kept.num_rows
             start += batch.num_rows
+            if kept.num_rows:
+                pending.append(kept)
+                pending_bytes += kept.nbytes
+            if pending_bytes >= ROW_GROUP_BYTES:
+                written += _flush(writer, pending)
+                pending, pending_bytes = [], 0
+        written += _flush(writer, pending)
         writer.close()
+        buffered.flush()
     return sink.sha.hexdigest(), written
 
 
-class _HashingSink:
-    """File-like writer that sha256-hashes what passes through (so the output is read once)."""
+def _flush(writer, batches) -> int:
+    if not batches:
+        return 0
+    table = pa.Table.from_batches(batches)
+    writer.write_table(table, row_group_size=table.num_rows)
+    return table.num_rows
+
+
+class _HashingSink(io.RawIOBase):
+    """Raw writer that sha256-hashes what passes through, so the output is never re-read."""
 
     def __init__(self, f):
-        import hashlib
+        super().__init__()
+        self._f, self.sha = f, hashlib.sha256()
 
-        self._f, self.sha, self.closed = f, hashlib.sha256(), False
+    def writable(self):  # noqa: D102
+        return True
 
     def write(self, data):  # noqa: D102
         self.sha.update(data)
-        return self._f.write(data)
+        self._f.write(data)
+        return len(data)
 
-    def flush(self):  # noqa: D102
-        pass
-
-    def close(self):  # noqa: D102 - the atomic writer owns the real close
-        self.closed = True
-
-    def tell(self):  # noqa: D102
-        return self._f.tell() if hasattr(self._f, "tell") else 0
+    def close(self):  # noqa: D102 - the atomic writer owns the real file
+        super().close()

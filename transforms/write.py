@@ -98,8 +98,13 @@ def write_shard(bundle: dict, output_dir: str, settings: dict) -> dict:
     verdicts = [decide(f, m, settings["actions"], settings["on_error"])
                 for f, m in zip(feats, bundle["matches"])]
     out = {}
-    out["features"] = records.write_table(output_path(output_dir, "features", shard),
-                                          features_table(feats, settings.get("embed_dim")))
+    fpath = output_path(output_dir, "features", shard)
+    parent = info.get("parent_features")
+    if parent:  # re-filter: the stored features are the output, byte for byte
+        out["features"] = {"sha256": fileio.copy_verified(parent["path"], fpath, parent["sha256"]),
+                           "rows": len(feats)}
+    else:
+        out["features"] = records.write_table(fpath, features_table(feats, settings.get("embed_dim")))
     for kind, wanted in (("removed", REMOVE), ("review", QUARANTINE)):
         rows = [v for v in verdicts if v["verdict"] == wanted]
         out[kind] = records.write_rows(output_path(output_dir, kind, shard), rows, records.VERDICT_SCHEMA)
