@@ -16,7 +16,6 @@ import io
 import sys
 import time
 
-import numpy as np
 import pyarrow.parquet as pq
 
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parent))

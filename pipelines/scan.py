@@ -22,7 +22,7 @@ from shardguard.pipelines.plan import RunPlan, prepare
 from shardguard.pipelines.options import pipeline_options
 from shardguard.transforms.hashing import ComputeFeatures
 from shardguard.transforms.match import MatchShards
-from shardguard.transforms.parquet_shards import ColumnNames, shard_ids
+from shardguard.transforms.parquet_shards import shard_ids
 from shardguard.transforms.read import ReadShards, summary_path
 from shardguard.transforms.write import WriteShards
 
@@ -42,6 +42,8 @@ def add_scan_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--image-column", help="image column (default jpg)")
     p.add_argument("--key-column", help="key column (default key)")
     p.add_argument("--url-column", help="url column (default url)")
+    p.add_argument("--caption-column", help="caption column (default caption)")
+    p.add_argument("--status-column", help="img2dataset status column (default status)")
     p.add_argument("--force", action="store_true", default=None, help="redo shards already done")
     p.add_argument("--clip-model", help="CLIP model spec: NAME:TAG, NAME@WEIGHTS, CONFIG.json")
     p.add_argument("--device", help="auto (default), cpu, cuda[:N]")
@@ -79,7 +81,8 @@ def config_from_args(args) -> cfgmod.ScanConfig:
     if args.expand_threshold is not None:
         over["expand"] = dataclasses.replace(base.expand, threshold=args.expand_threshold)
     cols = {k: v for k, v in (("image", args.image_column), ("key", args.key_column),
-                              ("url", args.url_column)) if v}
+                              ("url", args.url_column), ("caption", args.caption_column),
+                              ("status", args.status_column)) if v}
     if cols:
         over["columns"] = dataclasses.replace(base.columns, **cols)
     return cfgmod.with_overrides(base, over, src)

@@ -10,7 +10,7 @@ import pytest
 
 from conftest import run_scan
 from hostile import EXPECTED, hostile_images
-from shardguard.pipelines.sample_data import I2D_SCHEMA, encode, make_image, shard_rows, write_shard
+from shardguard.pipelines.sample_data import encode, make_image, shard_rows, write_shard
 from shardguard.transforms.decode import DecodeError, decode_image
 
 

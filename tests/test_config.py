@@ -43,3 +43,17 @@ def test_shard_ids_disambiguate_equal_stems():
 def test_derived_keys_for_missing_and_duplicate_keys():
     got = derive_keys(["a", None, "b", "a", "", "c#1"], "s")
     assert got == [("s#0", True), ("s#1", True), ("b", False), ("s#3", True), ("s#4", True), ("s#5", True)]
+
+
+def test_column_flags_reach_the_config():
+    import argparse
+
+    from shardguard.pipelines.scan import add_scan_flags, config_from_args
+
+    p = argparse.ArgumentParser()
+    add_scan_flags(p)
+    args = p.parse_args(["--input", "x", "--output", "o", "--image-column", "image", "--caption-column", "TEXT",
+                         "--status-column", "st", "--clip-model", "m.json", "--expand-threshold", "0.9"])
+    cfg = config_from_args(args)
+    assert (cfg.columns.image, cfg.columns.caption, cfg.columns.status) == ("image", "TEXT", "st")
+    assert cfg.clip.model == "m.json" and cfg.expand.threshold == 0.9

@@ -9,7 +9,7 @@ import pytest
 
 from conftest import run_scan, sample_list_flags
 from shardguard.pipelines.cli import main as cli
-from shardguard.pipelines.sample_data import encode, make_image, variants
+from shardguard.pipelines.sample_data import encode, make_image
 
 
 @pytest.fixture(scope="module")

@@ -145,22 +145,24 @@ class WriteShardFn(beam.DoFn):
     def __init__(self, output_dir: str, settings: dict, total_shards: int, started: float):
         self._out, self._settings = output_dir, settings
         self._total, self._started = total_shards, started
+        self._shards = self._rows = 0  # per DoFn instance (one worker thread), for progress lines
 
     def process(self, bundle):
-        t0 = time.time()
         summary = write_shard(bundle, self._out, self._settings)
         if summary["status"] == "ok":
-            for k, v in summary["counts"].items():
+            c = summary["counts"]
+            for k, v in c.items():
                 Metrics.counter("verdict", k).inc(v)
-            rows = summary["counts"]["rows_in"]
-            _LOG.info("[progress] shard %s: %d rows (kept %d, removed %d, quarantined %d, errored %d)"
-                         " written in %.1fs; %.0fs since start, %d shards in this run",
-                         summary["shard"], rows, summary["counts"]["kept"], summary["counts"]["removed"],
-                         summary["counts"]["quarantined"], summary["counts"]["errored"],
-                         time.time() - t0, time.time() - self._started, self._total)
+            self._shards += 1
+            self._rows += c["rows_in"]
+            elapsed = max(time.time() - self._started, 1e-6)
+            _LOG.info("[progress] shard %s done: %d rows (kept %d, removed %d, quarantined %d, errored %d);"
+                      " this worker: %d shards, %d rows, %.0f rows/s; %d shards in the run, %.0fs elapsed",
+                      summary["shard"], c["rows_in"], c["kept"], c["removed"], c["quarantined"],
+                      c["errored"], self._shards, self._rows, self._rows / elapsed, self._total, elapsed)
         else:
             Metrics.counter("shards", "failed").inc()
-            _LOG.info("[progress] shard %s FAILED at %s: %s", summary["shard"],
+            _LOG.warning("[progress] shard %s FAILED at %s: %s", summary["shard"],
                          summary["failure"]["stage"], summary["failure"]["message"][:200])
         yield summary
 
