@@ -73,6 +73,15 @@ class ExpandConfig:
 
 
 @dataclass(frozen=True)
+class IntegrityConfig:
+    """Check stored bytes against a reference content hash column (split-view poisoning)."""
+
+    column: str | None = None
+    type: str = "sha256"
+    action: str = "remove"
+
+
+@dataclass(frozen=True)
 class ScanConfig:
     """Everything a scan needs besides Beam's own pipeline options."""
 
@@ -85,6 +94,7 @@ class ScanConfig:
     clip: ClipConfig = field(default_factory=ClipConfig)
     concepts: tuple[str, ...] = ()
     expand: ExpandConfig = field(default_factory=ExpandConfig)
+    integrity: IntegrityConfig = field(default_factory=IntegrityConfig)
     force: bool = False
 
     def to_dict(self) -> dict:
@@ -92,7 +102,8 @@ class ScanConfig:
         return dataclasses.asdict(self)
 
 
-_NESTED = {"columns": ColumnNames, "decode": DecodeConfig, "clip": ClipConfig, "expand": ExpandConfig}
+_NESTED = {"columns": ColumnNames, "decode": DecodeConfig, "clip": ClipConfig, "expand": ExpandConfig,
+           "integrity": IntegrityConfig}
 
 
 class _LineLoader(yaml.SafeLoader):
@@ -134,7 +145,7 @@ def _build(cls, data: dict, src: str):
         if key not in names:
             raise ConfigError(f"{_where(src, data, key)}: unknown key {key!r} "
                               f"(allowed: {', '.join(sorted(names))})")
-        if key in _NESTED:
+        if key in _NESTED and cls is ScanConfig:
             kwargs[key] = _build(_NESTED[key], value, src)
         elif key == "lists":
             if not isinstance(value, list):
@@ -185,6 +196,11 @@ def _validate(obj, where) -> None:
             raise ConfigError(f"{where('min_score')}: min_score must be a number")
         if obj.min_score_action not in ACTIONS:
             raise ConfigError(f"{where('min_score_action')}: must be one of {ACTIONS}")
+    elif isinstance(obj, IntegrityConfig):
+        if obj.type not in ("md5", "sha1", "sha256"):
+            raise ConfigError(f"{where('type')}: integrity type must be md5, sha1 or sha256")
+        if obj.action not in ACTIONS:
+            raise ConfigError(f"{where('action')}: action must be one of {ACTIONS}")
     elif isinstance(obj, ExpandConfig):
         if obj.threshold is not None and (not isinstance(obj.threshold, (int, float))
                                           or not -1 <= obj.threshold <= 1):

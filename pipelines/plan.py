@@ -17,7 +17,7 @@ from shardguard.indexes.artifacts import ArtifactError
 from shardguard.indexes.hashtypes import HASH_TYPES
 from shardguard.pipelines.config import ConfigError, ScanConfig
 from shardguard.pipelines.lists import ResolvedList, resolve_lists
-from shardguard.transforms.match import NEIGHBOR_SOURCE
+from shardguard.transforms.match import INTEGRITY_SOURCE, NEIGHBOR_SOURCE
 
 
 @dataclass
@@ -47,7 +47,13 @@ class RunPlan:
             acts.update({f"concept:{c['name']}": c["action"] for c in sc["concepts"]})
         acts["rule:min-clip-score"] = self.cfg.clip.min_score_action
         acts[NEIGHBOR_SOURCE] = self.cfg.expand.action
+        acts[INTEGRITY_SOURCE] = self.cfg.integrity.action
         return acts
+
+    @property
+    def columns(self):
+        """Input columns, with the integrity reference column when one is configured."""
+        return dataclasses.replace(self.cfg.columns, integrity=self.cfg.integrity.column)
 
     @property
     def seed_sources(self) -> tuple[str, ...]:
@@ -97,13 +103,15 @@ def verdict_fingerprint(cfg: ScanConfig, lists, concepts) -> str:
     pinned = {"lists": [[r.name, r.fingerprint, r.sidecar["action"]] for r in lists],
               "concepts": [sc["fingerprint"] for _, sc in concepts],
               "min_clip_score": [cfg.clip.min_score, cfg.clip.min_score_action],
-              "expand": dataclasses.asdict(cfg.expand), "on_error": cfg.decode.on_error}
+              "expand": dataclasses.asdict(cfg.expand), "on_error": cfg.decode.on_error,
+              "integrity": dataclasses.asdict(cfg.integrity)}
     return hashlib.sha256(fileio.canonical_json(pinned)).hexdigest()
 
 
 def features_fingerprint(cfg: ScanConfig, hashes, model_info) -> str:
     """sha256 of what decides the stored features."""
-    pinned = {"columns": dataclasses.asdict(cfg.columns), "hashes": list(hashes),
+    pinned = {"columns": dataclasses.asdict(dataclasses.replace(cfg.columns, integrity=cfg.integrity.column)),
+              "hashes": list(hashes),
               "max_pixels": cfg.decode.max_pixels,
               "model": model_info and model_info["weights_sha256"],
               "embed_batch": cfg.clip.batch_size if model_info else None}
@@ -127,6 +135,8 @@ def prepare(cfg: ScanConfig, list_dir: str | None = None, parent_features: dict 
         raise ConfigError("kNN expansion and min_clip_score need embeddings: give --clip-model")
     concepts = _concepts(cfg, info)
     wanted = set(cfg.hashes) | {r.sidecar["type"] for r in lists}
+    if cfg.integrity.column:
+        wanted.add(cfg.integrity.type)
     hashes = tuple(n for n in HASH_TYPES if n in wanted)
     if parent_features is not None:
         hashes = tuple(parent_features["hashes"])

@@ -109,7 +109,8 @@ def shard_specs(parent: dict, parent_dir: str, relocate: list[str]) -> list[dict
     specs = []
     for s in sorted(parent["shards"], key=lambda s: s["shard"]):
         spec = {"shard": s["shard"], "path": _relocate(s["input"]["path"], relocate),
-                "parent_sha256": s["input"]["sha256"], "parent_size": s["input"]["size"]}
+                "parent_sha256": s["input"]["sha256"], "parent_size": s["input"]["size"],
+                "format": s["input"].get("format", "parquet")}
         if s["status"] == "ok":
             spec.update(features_path=fileio.join(parent_dir, s["outputs"]["features"]["path"]),
                         features_sha256=s["outputs"]["features"]["sha256"], parent_dir=parent_dir,

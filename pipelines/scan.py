@@ -51,6 +51,8 @@ def add_scan_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--concepts", action="append", default=[], help="concept index dir (repeatable)")
     p.add_argument("--expand-threshold", type=float, help="kNN expansion cosine threshold")
     p.add_argument("--min-clip-score", type=float, help="flag rows whose image-caption cosine is below")
+    p.add_argument("--integrity-column", help="column with a reference content hash of the stored bytes")
+    p.add_argument("--integrity-type", choices=("md5", "sha1", "sha256"), help="its hash type (default sha256)")
 
 
 def config_from_args(args) -> cfgmod.ScanConfig:
@@ -78,6 +80,9 @@ def config_from_args(args) -> cfgmod.ScanConfig:
         over["clip"] = dataclasses.replace(base.clip, **clip)
     if args.concepts:
         over["concepts"] = tuple(args.concepts)
+    if args.integrity_column or args.integrity_type:
+        over["integrity"] = dataclasses.replace(base.integrity, column=args.integrity_column or base.integrity.column,
+                                                type=args.integrity_type or base.integrity.type)
     if args.expand_threshold is not None:
         over["expand"] = dataclasses.replace(base.expand, threshold=args.expand_threshold)
     cols = {k: v for k, v in (("image", args.image_column), ("key", args.key_column),
@@ -89,14 +94,26 @@ def config_from_args(args) -> cfgmod.ScanConfig:
 
 
 def expand_inputs(patterns) -> list[str]:
-    """Every file matching the input paths/globs, sorted; a pattern matching nothing is an error."""
+    """Every shard matching the input paths/globs, sorted; a pattern matching nothing is an error.
+
+    ``.tar`` files are webdataset shards; a ``.parquet`` beside a ``.tar`` of the same stem is that
+    shard's metadata, not a shard of its own. Other files (``_stats.json``…) are ignored.
+    """
     paths: list[str] = []
     for pattern, result in zip(patterns, FileSystems.match(list(patterns))):
         found = sorted(m.path for m in result.metadata_list)
         if not found:
             raise cfgmod.ConfigError(f"--input {pattern!r} matches no file")
         paths += found
-    return sorted(set(paths))
+    tars = {p[: -len(".tar")] for p in paths if p.endswith(".tar")}
+    return sorted({p for p in paths if p.endswith(".tar")
+                   or (p.endswith(".parquet") and p[: -len(".parquet")] not in tars
+                       and not fileio.exists(p[: -len(".parquet")] + ".tar"))})
+
+
+def shard_format(path: str) -> str:
+    """``webdataset`` for ``.tar`` shards, else ``parquet``."""
+    return "webdataset" if path.endswith(".tar") else "parquet"
 
 
 def build_pipeline(p: beam.Pipeline, specs: list[dict], plan: RunPlan):
@@ -109,7 +126,7 @@ def build_pipeline(p: beam.Pipeline, specs: list[dict], plan: RunPlan):
         handler = ClipModelHandler(plan.model_spec, cfg.clip.device, cfg.clip.min_batch_size,
                                    cfg.clip.batch_size, cfg.clip.large_model)
     shards = p | "Shards" >> beam.Create(specs)
-    read = shards | "Read" >> ReadShards(cfg.output, plan.config_fp, cfg.force, cfg.columns)
+    read = shards | "Read" >> ReadShards(cfg.output, plan.config_fp, cfg.force, plan.columns)
     feats = read["rows"] | "Features" >> ComputeFeatures(plan.hashes, cfg.decode.max_pixels, handler,
                                                          plan.clip_size)
     parts = {"info": read["info"], "features": feats, "failed": read["failed"]}
@@ -119,12 +136,13 @@ def build_pipeline(p: beam.Pipeline, specs: list[dict], plan: RunPlan):
 def verdict_stage(parts: dict, plan: RunPlan, total_shards: int):
     """Match, expand, decide and write: shared by scan and refilter (equal results by construction)."""
     cfg = plan.cfg
-    settings = {"config_fingerprint": plan.config_fp, "on_error": cfg.decode.on_error,
+    settings = {"config_fingerprint": plan.config_fp, "on_error": cfg.decode.on_error, "columns": plan.columns,
                 "actions": plan.actions, "embed_dim": plan.embed_dim}
     bundles = parts | "Verdict" >> MatchShards(
         [(r.art_dir, r.fingerprint) for r in plan.lists],
         [(path, sc["fingerprint"]) for path, sc in plan.concepts],
-        cfg.clip.min_score, cfg.expand.threshold, plan.seed_sources)
+        cfg.clip.min_score, cfg.expand.threshold, plan.seed_sources,
+        cfg.integrity.type if cfg.integrity.column else None)
     return bundles | "Write" >> WriteShards(cfg.output, settings, total_shards, time.time())
 
 
@@ -171,7 +189,7 @@ def run(argv=None) -> int:
         print(f"shardguard: error: {exc}", file=sys.stderr)
         return 2
     ids = shard_ids(paths)
-    specs = [{"shard": ids[p], "path": p} for p in paths]
+    specs = [{"shard": ids[p], "path": p, "format": shard_format(p)} for p in paths]
     with beam.Pipeline(options=pipeline_options(beam_args)) as p:
         build_pipeline(p, specs, plan)
     manifest = finish_manifest(plan, specs, started)

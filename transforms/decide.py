@@ -12,9 +12,9 @@ ON_ERROR = ("drop", "keep-and-flag")
 
 
 def reason_for(match: dict) -> str:
-    """The reason a match contributes: ``hashlist:<list>``, ``concept:<name>``, ``rule:<name>``, or
-    ``neighbor-of-known-bad`` for kNN expansion."""
-    if match["kind"] == "neighbor":
+    """The reason a match contributes: ``hashlist:<list>``, ``concept:<name>``, ``rule:<name>``,
+    ``neighbor-of-known-bad`` (kNN expansion) or ``integrity-mismatch``."""
+    if match["kind"] in ("neighbor", "integrity"):
         return match["source"]
     return f"{match['kind']}:{match['source']}"
 

@@ -21,6 +21,7 @@ FEATURE_SCHEMA = pa.schema([
     ("md5", pa.string()), ("sha1", pa.string()), ("sha256", pa.string()),
     ("phash", pa.string()), ("dhash", pa.string()), ("pdq", pa.string()), ("pdq_quality", pa.int32()),
     ("width", pa.int32()), ("height", pa.int32()), ("source_mode", pa.string()),
+    ("integrity_ref", pa.string()),
 ])
 
 OK, ERROR = "ok", "error"
@@ -59,6 +60,9 @@ def base_record(row: dict) -> dict:
     rec = {f.name: None for f in FEATURE_SCHEMA}
     rec.update(row=row["row"], key=row["key"], key_derived=row["key_derived"], url=row.get("url"),
                input_status=row.get("status"))
+    ref = row.get("integrity_ref")
+    if ref:
+        rec["integrity_ref"] = str(ref).strip().lower()
     return rec
 
 
@@ -76,6 +80,9 @@ def compute_row_features(row: dict, hash_names: tuple[str, ...], max_pixels: int
     Never raises for bad image data. ``clip_size`` asks for the centre-cropped uint8 pixels the
     embedding stage needs, cut from the same decoded image as the hashes.
     """
+    if row.get("member_error"):
+        cls, msg = row["member_error"]
+        return error_record(row, "input", cls, msg), None
     status = row.get("status")
     if status is not None and status != "success":
         return error_record(row, "input", f"status_{status}", f"input status is {status!r}"), None

@@ -19,6 +19,7 @@ from apache_beam.utils.shared import Shared
 from shardguard.indexes.matcher import ListMatcher
 
 NEIGHBOR_SOURCE = "neighbor-of-known-bad"
+INTEGRITY_SOURCE = "integrity-mismatch"
 
 
 class LoadedIndexes:
@@ -61,8 +62,18 @@ def embedding_matrix(features: list[dict]) -> tuple[np.ndarray, list[int]]:
     return np.stack([np.asarray(features[i]["embedding"], dtype=np.float32) for i in pos]), pos
 
 
-def match_rows(features: list[dict], lists, concepts=(), min_clip_score: float | None = None) -> list[list[dict]]:
-    """Every match of every row: hash lists, then concepts, then the clip-score rule."""
+def integrity_match(f: dict, hash_type: str) -> dict | None:
+    """A mismatch when the row carries a reference hash and its stored bytes hash differently."""
+    ref, got = f.get("integrity_ref"), f.get(hash_type)
+    if not ref or not got or ref == got:
+        return None
+    return {"source": INTEGRITY_SOURCE, "kind": "integrity", "type": hash_type,
+            "entry": f"expected {ref[:16]}", "distance": 1.0}
+
+
+def match_rows(features: list[dict], lists, concepts=(), min_clip_score: float | None = None,
+               integrity_type: str | None = None) -> list[list[dict]]:
+    """Every match of every row: hash lists, concepts, the clip-score rule, the integrity check."""
     per_row: list[list[dict]] = [[] for _ in features]
     for m in lists:
         ht = m.hash_type
@@ -80,6 +91,11 @@ def match_rows(features: list[dict], lists, concepts=(), min_clip_score: float |
             if f.get("clip_score") is not None and f["clip_score"] < min_clip_score:
                 per_row[i].append({"source": "min-clip-score", "kind": "rule", "type": "clip_score",
                                    "entry": f"< {min_clip_score}", "distance": round(float(f["clip_score"]), 6)})
+    if integrity_type:
+        for i, f in enumerate(features):
+            hit = integrity_match(f, integrity_type)
+            if hit:
+                per_row[i].append(hit)
     return per_row
 
 
@@ -120,9 +136,10 @@ def expand_neighbors(bundle: dict, seeds: list, threshold: float) -> dict:
 class MatchShardFn(beam.DoFn):
     """(shard, co-grouped info/features/failed) → shard bundle with ``matches`` per row."""
 
-    def __init__(self, list_refs, concept_refs=(), min_clip_score: float | None = None):
+    def __init__(self, list_refs, concept_refs=(), min_clip_score: float | None = None,
+                 integrity_type: str | None = None):
         self._lrefs, self._crefs = tuple(list_refs), tuple(concept_refs)
-        self._min_score = min_clip_score
+        self._min_score, self._integrity = min_clip_score, integrity_type
         self._shared = Shared()
         self._idx = None
 
@@ -135,7 +152,7 @@ class MatchShardFn(beam.DoFn):
         bundle = assemble_shard(shard, grouped)
         if bundle["failure"] is None:
             bundle["matches"] = match_rows(bundle["features"], self._idx.lists, self._idx.concepts,
-                                           self._min_score)
+                                           self._min_score, self._integrity)
             for hits in bundle["matches"]:
                 for source in {h["source"] for h in hits}:
                     Metrics.counter("match", f"hit_{source}").inc()
@@ -160,14 +177,16 @@ class MatchShards(beam.PTransform):
     """{"info", "features", "failed"} keyed by shard → one matched bundle per shard (+ expansion)."""
 
     def __init__(self, list_refs, concept_refs=(), min_clip_score=None, expand_threshold=None,
-                 seed_sources=()):
+                 seed_sources=(), integrity_type=None):
         super().__init__()
         self._lrefs, self._crefs, self._min = tuple(list_refs), tuple(concept_refs), min_clip_score
+        self._integrity = integrity_type
         self._expand, self._seed_sources = expand_threshold, frozenset(seed_sources)
 
     def expand(self, parts):
         bundles = (parts | "GroupByShard" >> beam.CoGroupByKey()
-                   | "MatchIndexes" >> beam.ParDo(MatchShardFn(self._lrefs, self._crefs, self._min)))
+                   | "MatchIndexes" >> beam.ParDo(MatchShardFn(self._lrefs, self._crefs, self._min,
+                                                             self._integrity)))
         if self._expand is None:
             return bundles
         sources = self._seed_sources

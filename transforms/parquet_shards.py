@@ -30,6 +30,7 @@ class ColumnNames:
     url: str = "url"
     caption: str = "caption"
     status: str = "status"
+    integrity: str | None = None  # reference content hash of the stored bytes (md5/sha256 hex)
 
 
 @contextmanager
@@ -84,7 +85,7 @@ def iter_rows(path: str, shard: str, cols: ColumnNames):
         raw_keys = (pf.read(columns=[cols.key]).column(0).to_pylist() if cols.key in names
                     else [None] * pf.metadata.num_rows)
         keys = derive_keys(raw_keys, shard)
-        wanted = [c for c in (cols.image, cols.url, cols.caption, cols.status) if c in names]
+        wanted = [c for c in (cols.image, cols.url, cols.caption, cols.status, cols.integrity) if c and c in names]
         row = 0
         if not wanted:  # nothing but (maybe) keys: still one record per row
             for row in range(pf.metadata.num_rows):
@@ -101,6 +102,8 @@ def _row(row: int, key: tuple[str, bool], values: dict, cols: ColumnNames, names
     out = {"row": row, "key": key[0], "key_derived": key[1], "url": values.get(cols.url),
            "caption": values.get(cols.caption), "status": values.get(cols.status),
            "image": values.get(cols.image)}
+    if cols.integrity:
+        out["integrity_ref"] = values.get(cols.integrity)
     if cols.image not in names:
         out["missing_image_column"] = cols.image
     return out
@@ -111,7 +114,8 @@ def shard_metadata(path: str) -> dict:
     with open_parquet(path) as pf:
         md = pf.metadata
         codec = md.row_group(0).column(0).compression.lower() if md.num_row_groups and md.num_columns else "snappy"
-        return {"num_rows": md.num_rows, "columns": pf.schema_arrow.names, "compression": codec}
+        return {"num_rows": md.num_rows, "columns": pf.schema_arrow.names, "compression": codec,
+                "format": "parquet"}
 
 
 ROW_GROUP_BYTES = 64 << 20  # clean shards: row groups of about this size (bounded memory)

@@ -13,7 +13,8 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 
 from shardguard.indexes import fileio
-from shardguard.transforms.parquet_shards import ColumnNames, iter_rows, shard_metadata
+from shardguard.transforms import parquet_shards, wds_shards
+from shardguard.transforms.parquet_shards import ColumnNames
 
 _LOG = logging.getLogger(__name__)
 INFO, FAILED, DONE = "info", "failed", "done"
@@ -22,6 +23,20 @@ INFO, FAILED, DONE = "info", "failed", "done"
 def summary_path(output_dir: str, shard: str) -> str:
     """Where a shard's summary (its "done" marker) lives."""
     return fileio.join(output_dir, "shards", f"{shard}.json")
+
+
+def input_fingerprint(spec: dict) -> tuple[str, int]:
+    """(sha256, size) of a shard's input: the file, or for webdataset the tar and its metadata
+    parquet together (sha256 over both digests), since both feed the outputs."""
+    sha, size = fileio.sha256_file(spec["path"])
+    if spec.get("format") == "webdataset":
+        meta = wds_shards.metadata_path(spec["path"])
+        if fileio.exists(meta):
+            msha, msize = fileio.sha256_file(meta)
+            import hashlib
+
+            return hashlib.sha256(f"tar:{sha} metadata:{msha}".encode()).hexdigest(), size + msize
+    return sha, size
 
 
 def is_done(output_dir: str, shard: str, input_sha256: str, config_fp: str) -> bool:
@@ -47,7 +62,7 @@ def plan_shard(spec: dict, output_dir: str, config_fp: str, force: bool) -> tupl
         spec = dict(spec, sha256=spec["parent_sha256"], size=spec.get("parent_size"))
     else:
         try:
-            sha, size = fileio.sha256_file(spec["path"])
+            sha, size = input_fingerprint(spec)
         except Exception as exc:  # noqa: BLE001 - an unreadable shard is data, recorded as failed
             return "todo", dict(spec, open_error=f"{type(exc).__name__}: {exc}"[:500])
         spec = dict(spec, sha256=sha, size=size)
@@ -90,9 +105,14 @@ class ReadShardRowsFn(beam.DoFn):
                                                             "message": spec["open_error"]}))
             return
         try:
-            info = dict(spec, **shard_metadata(spec["path"]))
+            if spec.get("format") == "webdataset":
+                info = dict(spec, **wds_shards.shard_metadata(spec["path"], shard, self._cols))
+                rows = wds_shards.iter_rows(spec["path"], shard, self._cols)
+            else:
+                info = dict(spec, **parquet_shards.shard_metadata(spec["path"]))
+                rows = parquet_shards.iter_rows(spec["path"], shard, self._cols)
             yield beam.pvalue.TaggedOutput(INFO, (shard, info))
-            for row in iter_rows(spec["path"], shard, self._cols):
+            for row in rows:
                 self._rows.inc()
                 yield shard, row
         except Exception as exc:  # noqa: BLE001 - a corrupt shard is recorded, the run goes on

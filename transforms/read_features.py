@@ -60,11 +60,12 @@ class ReadFeaturesFn(beam.DoFn):
             if "open_error" in spec:
                 raise ValueError(spec["open_error"])
             rows = read_feature_rows(spec["features_path"], spec.get("features_sha256"))
-            clean = spec["parent_outputs"]["clean"]
+            outs = spec["parent_outputs"]
+            files = {k: {"path": fileio.join(spec["parent_dir"], o["path"]), "sha256": o["sha256"], "rows": o["rows"]}
+                     for k, o in outs.items() if k in ("clean", "clean_metadata")}
             info = dict(spec, num_rows=len(rows), verify_input=True, parent_features={
                 "path": spec["features_path"], "sha256": spec["features_sha256"]}, parent_clean={
-                "path": fileio.join(spec["parent_dir"], clean["path"]), "sha256": clean["sha256"],
-                "kept_rows": parent_kept_rows(spec["parent_dir"], spec["parent_outputs"], len(rows))})
+                "files": files, "kept_rows": parent_kept_rows(spec["parent_dir"], outs, len(rows))})
         except Exception as exc:  # noqa: BLE001 - recorded as a failed shard; the run goes on
             yield beam.pvalue.TaggedOutput(INFO, (shard, spec))
             yield beam.pvalue.TaggedOutput(FAILED, (shard, {"stage": "refilter-read",

@@ -17,8 +17,9 @@ from shardguard.indexes import fileio
 from shardguard.transforms import records
 from shardguard.transforms.decide import ERROR, KEEP, QUARANTINE, REMOVE, decide
 from shardguard.transforms.features import features_table
+from shardguard.transforms import wds_shards
 from shardguard.transforms.parquet_shards import shard_metadata, write_filtered_copy
-from shardguard.transforms.read import summary_path
+from shardguard.transforms.read import input_fingerprint, summary_path
 
 _LOG = logging.getLogger(__name__)
 SUMMARY_FORMAT = "shardguard-shard/1"
@@ -61,8 +62,16 @@ class InputChanged(ValueError):
     """A re-filter needs an input shard that is gone or differs from what the parent scanned."""
 
 
-def write_clean(info: dict, keep: set[int], dst: str) -> tuple[str, int]:
-    """Write the clean shard; return (sha256, rows).
+def clean_paths(output_dir: str, shard: str, fmt: str | None) -> dict[str, str]:
+    """Output kind → path of a shard's clean files (webdataset: the tar and its metadata)."""
+    if fmt == "webdataset":
+        return {"clean": fileio.join(output_dir, "clean", f"{shard}.tar"),
+                "clean_metadata": fileio.join(output_dir, "clean", f"{shard}.parquet")}
+    return {"clean": output_path(output_dir, "clean", shard)}
+
+
+def write_clean(info: dict, keep: set[int], dst: dict[str, str], cols) -> dict:
+    """Write the clean shard file(s); return ``{kind: {"sha256", "rows"}}``.
 
     In a re-filter whose kept rows equal the parent's, the parent's clean shard is exactly the
     output: it is copied (sha256-checked against the parent manifest) and the input is not read.
@@ -71,19 +80,23 @@ def write_clean(info: dict, keep: set[int], dst: str) -> tuple[str, int]:
     """
     parent = info.get("parent_clean")
     if parent and parent["kept_rows"] == sorted(keep):
-        return fileio.copy_verified(parent["path"], dst, parent["sha256"]), len(keep)
+        return {kind: {"sha256": fileio.copy_verified(f["path"], dst[kind], f["sha256"]), "rows": f["rows"]}
+                for kind, f in parent["files"].items()}
     compression = info.get("compression")
     if info.get("verify_input"):
         try:
-            sha, _ = fileio.sha256_file(info["path"])
+            sha, _ = input_fingerprint(info)
         except Exception as exc:  # noqa: BLE001 - any unreadable input is the same failure
             raise InputChanged(f"input {info['path']} cannot be read: {type(exc).__name__}: {exc}"[:500]) from None
         if sha != info["sha256"]:
             raise InputChanged(f"input {info['path']} changed since the parent run (sha256 {sha[:16]}…, "
                                f"parent recorded {info['sha256'][:16]}…)")
+    if info.get("format") == "webdataset":
+        return wds_shards.write_filtered_copy(info["path"], info["shard"], cols, dst["clean"], keep)
     if compression is None:
         compression = shard_metadata(info["path"])["compression"]
-    return write_filtered_copy(info["path"], dst, keep, compression)
+    sha, n = write_filtered_copy(info["path"], dst["clean"], keep, compression)
+    return {"clean": {"sha256": sha, "rows": n}}
 
 
 def write_shard(bundle: dict, output_dir: str, settings: dict) -> dict:
@@ -92,6 +105,7 @@ def write_shard(bundle: dict, output_dir: str, settings: dict) -> dict:
     base = {"format": SUMMARY_FORMAT, "shard": shard, "config_fingerprint": settings["config_fingerprint"],
             "input": {k: info.get(k) for k in ("path", "size", "sha256")}}
     base["input"]["rows"] = info.get("num_rows")
+    base["input"]["format"] = info.get("format") or "parquet"
     if bundle["failure"] is not None:
         return _write_failed(base, bundle["failure"], output_dir)
     feats = bundle["features"]
@@ -111,14 +125,15 @@ def write_shard(bundle: dict, output_dir: str, settings: dict) -> dict:
     out["errors"] = records.write_rows(output_path(output_dir, "errors", shard),
                                        error_rows(feats, verdicts), records.ERROR_SCHEMA)
     keep = {v["row"] for v in verdicts if v["verdict"] == KEEP}
+    dst = clean_paths(output_dir, shard, info.get("format"))
     try:
-        sha, n = write_clean(info, keep, output_path(output_dir, "clean", shard))
+        out.update(write_clean(info, keep, dst, settings["columns"]))
     except InputChanged as exc:
         return _write_failed(base, {"stage": "write-clean", "error_class": "InputChanged",
                                     "message": str(exc)}, output_dir)
-    out["clean"] = {"sha256": sha, "rows": n}
     for kind in out:
-        out[kind] = {"path": f"{kind}/{shard}.parquet", **out[kind]}
+        rel = dst[kind][len(output_dir.rstrip("/")) + 1:] if kind in dst else f"{kind}/{shard}.parquet"
+        out[kind] = {"path": rel, **out[kind]}
     counts, reasons, errors = count_verdicts(verdicts, feats)
     summary = dict(base, status="ok", counts=counts, reasons=reasons, errors=errors,
                    outputs=dict(sorted(out.items())))
@@ -129,6 +144,7 @@ def write_shard(bundle: dict, output_dir: str, settings: dict) -> dict:
 def _write_failed(base: dict, failure: dict, output_dir: str) -> dict:
     # Stale outputs of an earlier run of this shard would contradict the failure: remove them.
     stale = [output_path(output_dir, k, base["shard"]) for k in OUTPUT_DIRS]
+    stale.append(fileio.join(output_dir, "clean", f"{base['shard']}.tar"))
     present = [p for p in stale if fileio.exists(p)]
     if present:
         from apache_beam.io.filesystems import FileSystems
