@@ -80,15 +80,15 @@ def _build_faiss(ht: HashType, codes: np.ndarray, max_distance: int, flat_limit:
 
 def _entries_table(ht: HashType, parsed: ParsedList) -> pa.Table:
     codes = parsed.code_array()
-    lines = np.asarray(parsed.lines, dtype=np.int64)
-    ids = np.asarray(parsed.ids, dtype=object)
+    lines = np.frombuffer(parsed.lines, dtype=np.int64)
+    ids = parsed.id_array()
     if not ht.perceptual:  # sorted for binary search; ties impossible (entries are distinct)
         order = np.argsort(codes.view(f"S{ht.nbytes}").ravel(), kind="stable")
-        codes, lines, ids = codes[order], lines[order], ids[order]
+        codes, lines, ids = codes[order], lines[order], ids.take(pa.array(order))
     # Built from the raw buffer: numpy "S" scalars would drop trailing zero bytes.
     code_col = pa.Array.from_buffers(pa.binary(ht.nbytes), len(codes),
                                      [None, pa.py_buffer(np.ascontiguousarray(codes).tobytes())])
-    return pa.table({"code": code_col, "line": lines, "entry_id": pa.array(list(ids), pa.string())})
+    return pa.table({"code": code_col, "line": lines, "entry_id": ids.cast(pa.string())})
 
 
 def _parquet_bytes(table: pa.Table) -> bytes:

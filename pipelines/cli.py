@@ -11,6 +11,7 @@ USAGE = """usage: shardguard <command> [options]
 
 commands:
   scan            scan parquet shards against hash lists (Beam pipeline options pass through)
+  prefilter       drop metadata rows (no images) by URL, URL-hash and domain lists, before download
   refilter        re-apply a new set of lists/concepts to a finished run, from its stored features
   lists build     parse, validate and build a fingerprinted list artifact
   concepts build  build a CLIP concept index from prompts, exemplar images or embeddings
@@ -196,6 +197,10 @@ def main(argv=None) -> int:
         from shardguard.pipelines.scan import run
 
         return run(rest)
+    if cmd == "prefilter":
+        from shardguard.pipelines.prefilter import run as prefilter_run
+
+        return prefilter_run(rest)
     if cmd == "refilter":
         from shardguard.pipelines.refilter import run as refilter_run
 
