@@ -39,7 +39,7 @@ setup(
     extras_require={
         "gpu": ["faiss-gpu-cu12"],
         "dataflow": ["apache-beam[gcp]"],
-        "dev": ["pytest>=8", "pytest-timeout", "hypothesis>=6"],
+        "dev": ["pytest>=8", "pytest-timeout", "hypothesis>=6", "img2dataset==1.47.0"],
     },
     entry_points={"console_scripts": ["shardguard=shardguard.pipelines.cli:main"]},
 )

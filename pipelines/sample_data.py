@@ -133,3 +133,51 @@ def main(argv=None) -> int:
     planted = build_sample(a.output, a.shards, a.rows, seed=a.seed)
     print(json.dumps({k: len(v) for k, v in planted.items()}))
     return 0
+
+
+class serve_images:
+    """Context manager: serve ``{path: bytes}`` over HTTP on 127.0.0.1 (a free port) in a thread.
+
+    Used by the img2dataset end-to-end test and benchmark. Unknown paths answer 404. The mapping
+    may be changed while serving (to simulate content replaced after metadata was collected). The
+    server is shut down and its socket closed on exit, whatever happened inside the block.
+    """
+
+    def __init__(self, images: dict[str, bytes]):
+        self.images = images
+        self._server = None
+
+    def __enter__(self) -> "serve_images":
+        import http.server
+        import threading
+
+        images = self.images
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802 - the stdlib's name
+                data = images.get(self.path)
+                if data is None:
+                    self.send_response(404)
+                    self.end_headers()
+                    return
+                self.send_response(200)
+                self.send_header("Content-Type", "image/jpeg")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args):  # quiet
+                pass
+
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        return self
+
+    def url(self, path: str) -> str:
+        """Absolute URL of ``path`` on this server."""
+        return f"http://127.0.0.1:{self._server.server_address[1]}{path}"
+
+    def __exit__(self, *exc) -> None:
+        self._server.shutdown()
+        self._server.server_close()

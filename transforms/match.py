@@ -11,6 +11,8 @@ seeds are many, the same interface becomes an approximate nearest-neighbour join
 """
 from __future__ import annotations
 
+import logging
+
 import apache_beam as beam
 import numpy as np
 from apache_beam.metrics import Metrics
@@ -18,6 +20,7 @@ from apache_beam.utils.shared import Shared
 
 from shardguard.indexes.matcher import ListMatcher
 
+_LOG = logging.getLogger(__name__)
 NEIGHBOR_SOURCE = "neighbor-of-known-bad"
 INTEGRITY_SOURCE = "integrity-mismatch"
 
@@ -92,10 +95,18 @@ def match_rows(features: list[dict], lists, concepts=(), min_clip_score: float |
                 per_row[i].append({"source": "min-clip-score", "kind": "rule", "type": "clip_score",
                                    "entry": f"< {min_clip_score}", "distance": round(float(f["clip_score"]), 6)})
     if integrity_type:
+        checked = mismatched = 0
         for i, f in enumerate(features):
+            checked += bool(f.get("integrity_ref") and f.get(integrity_type))
             hit = integrity_match(f, integrity_type)
             if hit:
+                mismatched += 1
                 per_row[i].append(hit)
+        if checked >= 10 and mismatched > checked // 2:
+            _LOG.warning("integrity: %d of %d checked rows of a shard do not match their reference %s; "
+                         "if the shard was downloaded with re-encoding (img2dataset resizes and re-encodes "
+                         "unless disable_all_reencoding=True), its sha256 column hashes the downloaded, "
+                         "not the stored bytes", mismatched, checked, integrity_type)
     return per_row
 
 
