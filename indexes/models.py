@@ -36,6 +36,7 @@ class ModelSpec:
     config_path: str | None = None
     config_json: str | None = None  # the config's content, read at launch so workers need no file
     seed: int = 0
+    pinned_sha256: str | None = None  # weights every loader must find (set at launch)
 
     @property
     def random_weights(self) -> bool:
@@ -146,6 +147,13 @@ def build_model(spec: ModelSpec):
     mean = getattr(visual, "image_mean", None) or oc.OPENAI_DATASET_MEAN
     std = getattr(visual, "image_std", None) or oc.OPENAI_DATASET_STD
     return model, int(size), tuple(mean), tuple(std), tokenizer
+
+
+def check_pin(spec: ModelSpec, weights_sha256: str) -> None:
+    """Refuse weights other than the pinned ones (a hub tag that moved, a replaced file)."""
+    if spec.pinned_sha256 and weights_sha256 != spec.pinned_sha256:
+        raise ModelError(f"model {spec.raw}: loaded weights have sha256 {weights_sha256[:16]}…, "
+                         f"pinned {spec.pinned_sha256[:16]}…")
 
 
 def describe(spec: ModelSpec, model) -> dict:

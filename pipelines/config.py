@@ -56,6 +56,7 @@ class ClipConfig:
     """CLIP embeddings: model spec, device, batching, and the optional minimum image-caption score."""
 
     model: str | None = None
+    weights_sha256: str | None = None  # pin: the run stops unless the loaded weights have this sha256
     device: str = "auto"
     min_batch_size: int = 8
     batch_size: int = 32
@@ -95,6 +96,7 @@ class ScanConfig:
     concepts: tuple[str, ...] = ()
     expand: ExpandConfig = field(default_factory=ExpandConfig)
     integrity: IntegrityConfig = field(default_factory=IntegrityConfig)
+    redact_urls: bool = False  # removal/review records carry "sha256:<16 hex>" instead of the URL
     force: bool = False
 
     def to_dict(self) -> dict:
@@ -163,6 +165,12 @@ def _build(cls, data: dict, src: str):
     return obj
 
 
+def _check_pin(value, where: str) -> None:
+    """A pin is a 64-hex-digit sha256 string (quote it in YAML: an all-digit value is a number)."""
+    if value is not None and not (isinstance(value, str) and re.fullmatch(r"[0-9a-f]{64}", value)):
+        raise ConfigError(f"{where}: a pin must be a quoted 64-hex-digit sha256, got {value!r}")
+
+
 def _validate(obj, where) -> None:
     """Field checks per dataclass; ``where(key)`` gives the file:line prefix."""
     if isinstance(obj, HashListSpec):
@@ -176,6 +184,7 @@ def _validate(obj, where) -> None:
             v = getattr(obj, k)
             if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 0):
                 raise ConfigError(f"{where(k)}: {k} must be a non-negative integer")
+        _check_pin(obj.fingerprint, where("fingerprint"))
         if obj.other_types not in ("error", "skip"):
             raise ConfigError(f"{where('other_types')}: other_types must be 'error' or 'skip'")
     elif isinstance(obj, DecodeConfig):
@@ -184,6 +193,7 @@ def _validate(obj, where) -> None:
         if obj.on_error not in ON_ERROR:
             raise ConfigError(f"{where('on_error')}: on_error must be one of {ON_ERROR}")
     elif isinstance(obj, ClipConfig):
+        _check_pin(obj.weights_sha256, where("weights_sha256"))
         if obj.device != "auto" and obj.device != "cpu" and not str(obj.device).startswith("cuda"):
             raise ConfigError(f"{where('device')}: device must be auto, cpu or cuda[:N]")
         for k in ("min_batch_size", "batch_size"):
@@ -211,8 +221,9 @@ def _validate(obj, where) -> None:
         for h in obj.hashes:
             if h not in HASH_TYPES:
                 raise ConfigError(f"{where('hashes')}: unknown hash type {h!r}")
-        if not isinstance(obj.force, bool):
-            raise ConfigError(f"{where('force')}: force must be true or false")
+        for k in ("force", "redact_urls"):
+            if not isinstance(getattr(obj, k), bool):
+                raise ConfigError(f"{where(k)}: {k} must be true or false")
 
 
 def load_yaml(path: str) -> dict:

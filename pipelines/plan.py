@@ -74,19 +74,26 @@ class RunPlan:
 
 
 def _load_model(cfg: ScanConfig):
-    from shardguard.indexes.models import build_model, describe, parse_spec
+    from shardguard.indexes.models import build_model, check_pin, describe, parse_spec
 
-    spec = parse_spec(cfg.clip.model)
+    spec = dataclasses.replace(parse_spec(cfg.clip.model), pinned_sha256=cfg.clip.weights_sha256)
     model, size, *_ = build_model(spec)  # loads once at launch: a bad checkpoint fails here
-    return spec, describe(spec, model), size
+    info = describe(spec, model)
+    check_pin(spec, info["weights_sha256"])
+    # workers must load exactly these weights (a hub tag or file could change under a long run)
+    return dataclasses.replace(spec, pinned_sha256=info["weights_sha256"]), info, size
 
 
 def _concepts(cfg: ScanConfig, model_info: dict | None) -> list[tuple[str, dict]]:
     from shardguard.indexes.concepts import check_model, read_concept_sidecar
 
     out, names = [], set()
-    for path in cfg.concepts:
+    for entry in cfg.concepts:
+        path, _, pin = entry.partition("#")  # "PATH#FINGERPRINT" pins the index
         sc = read_concept_sidecar(path)
+        if pin and sc["fingerprint"] != pin:
+            raise ArtifactError(f"concept index {path}: fingerprint {sc['fingerprint'][:16]}… is not the "
+                                f"pinned {pin[:16]}…")
         if model_info is None:
             raise ConfigError(f"concept index {path} needs embeddings: give --clip-model")
         check_model(sc, model_info, f"concept index {path}")
@@ -104,7 +111,7 @@ def verdict_fingerprint(cfg: ScanConfig, lists, concepts) -> str:
               "concepts": [sc["fingerprint"] for _, sc in concepts],
               "min_clip_score": [cfg.clip.min_score, cfg.clip.min_score_action],
               "expand": dataclasses.asdict(cfg.expand), "on_error": cfg.decode.on_error,
-              "integrity": dataclasses.asdict(cfg.integrity)}
+              "integrity": dataclasses.asdict(cfg.integrity), "redact_urls": cfg.redact_urls}
     return hashlib.sha256(fileio.canonical_json(pinned)).hexdigest()
 
 

@@ -24,6 +24,7 @@ from shardguard.indexes.listformats import parse_list
 from shardguard.pipelines import config as cfgmod
 from shardguard.pipelines import manifest as mf
 from shardguard.pipelines.options import pipeline_options
+from shardguard.pipelines.runutil import OutputError, prepare_output, run_beam
 from shardguard.transforms import urls
 from shardguard.transforms.features import base_record, error_record
 from shardguard.transforms.parquet_shards import ColumnNames, derive_keys, open_parquet, shard_ids
@@ -170,6 +171,10 @@ def run(argv=None) -> int:
                              "fingerprint": hashlib.sha256(f"{s.kind}:{s.hash_type}:{sha}".encode()).hexdigest(),
                              "files": {}, "path": s.path})
         paths = expand_inputs(a.input)
+        prepare_output(a.output)
+    except OutputError as exc:
+        print(f"shardguard: error: {exc}", file=sys.stderr)
+        return 3
     except (ValueError, OSError) as exc:
         print(f"shardguard: error: {exc}", file=sys.stderr)
         return 2
@@ -182,12 +187,18 @@ def run(argv=None) -> int:
     shard_specs = [{"shard": ids[x], "path": x, "format": "parquet"} for x in paths]
     settings = {"config_fingerprint": config_fp, "on_error": "drop", "columns": cols, "embed_dim": None,
                 "actions": {f"{s.kind}:{s.name}": s.action for s in specs}}
-    with beam.Pipeline(options=pipeline_options(beam_args)) as pipe:
+    def build(pipe):
         planned = (pipe | "Shards" >> beam.Create(shard_specs)
                    | "Plan" >> beam.ParDo(PlanShardFn(a.output, config_fp, a.force)).with_outputs(DONE, main="todo"))
         (planned.todo | "Spread" >> beam.Reshuffle()
          | "MatchUrls" >> beam.ParDo(PrefilterShardFn(specs, cols))
          | "Write" >> WriteShards(a.output, settings, len(shard_specs), time.time()))
+
+    try:
+        run_beam(build, pipeline_options(beam_args))
+    except OutputError as exc:
+        print(f"shardguard: error: {exc}", file=sys.stderr)
+        return 3
     shards = [fileio.read_json(summary_path(a.output, s["shard"])) for s in shard_specs]
     manifest = mf.build_manifest(config=config, config_fp=config_fp, lists=sidecars, shards=shards,
                                  started=started, finished=_now(), kind="prefilter",

@@ -19,6 +19,7 @@ from shardguard.pipelines import manifest as mf
 from shardguard.pipelines.lineage import diff_runs, lineage
 from shardguard.pipelines.options import pipeline_options
 from shardguard.pipelines.plan import RunPlan, prepare
+from shardguard.pipelines.runutil import OutputError, prepare_output, run_beam
 from shardguard.transforms.read_features import ReadStoredFeatures
 
 
@@ -130,22 +131,33 @@ def run(argv=None) -> int:
     args, beam_args = parser.parse_known_args(argv)
     started = _now()
     try:
+        prepare_output(args.output)
         parent = mf.read_manifest(args.parent)
         cfg = child_config(parent, args)
         check_embeddings(cfg, parent, args.parent)
         plan = prepare(cfg, list_dir=args.output, parent_features=parent["features"])
         check_features(plan, parent, args.parent)
+    except OutputError as exc:
+        print(f"shardguard: error: {exc}", file=sys.stderr)
+        return 3
     except (ValueError, OSError) as exc:
         print(f"shardguard: error: {exc}", file=sys.stderr)
         return 2
     specs = shard_specs(parent, args.parent, args.relocate)
-    with beam.Pipeline(options=pipeline_options(beam_args)) as p:
+
+    def build(p):
         parts = (p | "Shards" >> beam.Create(specs)
                  | "Read" >> ReadStoredFeatures(cfg.output, plan.config_fp, cfg.force))
         verdict_stage({k: parts[k] for k in ("info", "features", "failed")}, plan, len(specs))
-    changes = diff_runs(args.parent, cfg.output, new_manifest_shards=specs)
-    extra = {"parent": dict(lineage(parent, args.parent, plan), changes=changes)}
-    manifest = finish_manifest(plan, specs, started, kind="refilter", extra=extra)
+
+    try:
+        run_beam(build, pipeline_options(beam_args))
+        changes = diff_runs(args.parent, cfg.output, new_manifest_shards=specs)
+        extra = {"parent": dict(lineage(parent, args.parent, plan), changes=changes)}
+        manifest = finish_manifest(plan, specs, started, kind="refilter", extra=extra)
+    except OutputError as exc:
+        print(f"shardguard: error: {exc}", file=sys.stderr)
+        return 3
     print(mf.summary_text(manifest))
     print(f"  vs parent: {changes['newly_flagged_total']} newly removed/quarantined, "
           f"{changes['restored_total']} restored")

@@ -19,6 +19,7 @@ from shardguard.indexes import fileio
 from shardguard.pipelines import config as cfgmod
 from shardguard.pipelines import manifest as mf
 from shardguard.pipelines.plan import RunPlan, prepare
+from shardguard.pipelines.runutil import OutputError, prepare_output, run_beam
 from shardguard.pipelines.options import pipeline_options
 from shardguard.transforms.hashing import ComputeFeatures
 from shardguard.transforms.match import MatchShards
@@ -45,6 +46,8 @@ def add_scan_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--caption-column", help="caption column (default caption)")
     p.add_argument("--status-column", help="img2dataset status column (default status)")
     p.add_argument("--force", action="store_true", default=None, help="redo shards already done")
+    p.add_argument("--redact-urls", action="store_true", default=None,
+                   help="removal/review records carry sha256:<16 hex> of the URL instead of the URL")
     p.add_argument("--clip-model", help="CLIP model spec: NAME:TAG, NAME@WEIGHTS, CONFIG.json")
     p.add_argument("--device", help="auto (default), cpu, cuda[:N]")
     p.add_argument("--batch-size", type=int, help="CLIP batch size (fixed model batch)")
@@ -71,6 +74,8 @@ def config_from_args(args) -> cfgmod.ScanConfig:
         over["hashes"] = tuple(h.strip() for h in args.hashes.split(",") if h.strip())
     if args.force:
         over["force"] = True
+    if args.redact_urls:
+        over["redact_urls"] = True
     if args.on_error or args.max_pixels:
         over["decode"] = dataclasses.replace(base.decode, on_error=args.on_error or base.decode.on_error,
                                              max_pixels=args.max_pixels or base.decode.max_pixels)
@@ -137,6 +142,7 @@ def verdict_stage(parts: dict, plan: RunPlan, total_shards: int):
     """Match, expand, decide and write: shared by scan and refilter (equal results by construction)."""
     cfg = plan.cfg
     settings = {"config_fingerprint": plan.config_fp, "on_error": cfg.decode.on_error, "columns": plan.columns,
+                "redact_urls": cfg.redact_urls,
                 "actions": plan.actions, "embed_dim": plan.embed_dim}
     bundles = parts | "Verdict" >> MatchShards(
         [(r.art_dir, r.fingerprint) for r in plan.lists],
@@ -176,7 +182,8 @@ def finish_manifest(plan: RunPlan, specs, started: str, kind="scan", extra=None)
 
 
 def run(argv=None) -> int:
-    """Run a scan; return the process exit code (0 ok, 1 shard failures, 2 bad config/lists)."""
+    """Run a scan; return the exit code: 0 ok, 1 some shard failed, 2 bad config or list, 3 the
+    output cannot be written (permissions, disk full)."""
     parser = argparse.ArgumentParser(prog="shardguard scan", description=__doc__)
     add_scan_flags(parser)
     args, beam_args = parser.parse_known_args(argv)
@@ -184,14 +191,21 @@ def run(argv=None) -> int:
     try:
         cfg = config_from_args(args)
         paths = expand_inputs(cfg.inputs)
+        prepare_output(cfg.output)
         plan = prepare(cfg)
+    except OutputError as exc:
+        print(f"shardguard: error: {exc}", file=sys.stderr)
+        return 3
     except (ValueError, OSError) as exc:  # Config/ListFormat/Artifact/Model errors
         print(f"shardguard: error: {exc}", file=sys.stderr)
         return 2
     ids = shard_ids(paths)
     specs = [{"shard": ids[p], "path": p, "format": shard_format(p)} for p in paths]
-    with beam.Pipeline(options=pipeline_options(beam_args)) as p:
-        build_pipeline(p, specs, plan)
-    manifest = finish_manifest(plan, specs, started)
+    try:
+        run_beam(lambda p: build_pipeline(p, specs, plan), pipeline_options(beam_args))
+        manifest = finish_manifest(plan, specs, started)
+    except OutputError as exc:
+        print(f"shardguard: error: {exc}", file=sys.stderr)
+        return 3
     print(mf.summary_text(manifest))
     return 1 if manifest["totals"]["counts"]["shards_failed"] else 0

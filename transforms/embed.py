@@ -17,7 +17,7 @@ import numpy as np
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult
 from PIL import Image
 
-from shardguard.indexes.models import ModelSpec, build_model, describe
+from shardguard.indexes.models import ModelSpec, build_model, check_pin, describe
 
 _LOG = logging.getLogger(__name__)
 
@@ -55,6 +55,7 @@ class LoadedClip:
 
         model, self.size, mean, std, self.tokenizer = build_model(spec)
         self.info = describe(spec, model)  # fingerprint of the weights as loaded, before any cast
+        check_pin(spec, self.info["weights_sha256"])  # every worker loads what the launcher recorded
         self.device = pick_device(device)
         self.dtype = torch.float16 if self.device.startswith("cuda") else torch.float32
         self.model = model.to(self.device, dtype=self.dtype)

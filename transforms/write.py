@@ -58,6 +58,13 @@ def error_rows(features: list[dict], verdicts: list[dict]) -> list[dict]:
             for f, v in zip(features, verdicts) if f["status"] != "ok"]
 
 
+def redact(url: str | None) -> str | None:
+    """``sha256:<16 hex>`` of a URL: whoever holds the URL can match it; the report does not show it."""
+    import hashlib
+
+    return None if url is None else "sha256:" + hashlib.sha256(url.encode("utf-8", "replace")).hexdigest()[:16]
+
+
 class InputChanged(ValueError):
     """A re-filter needs an input shard that is gone or differs from what the parent scanned."""
 
@@ -121,6 +128,8 @@ def write_shard(bundle: dict, output_dir: str, settings: dict) -> dict:
         out["features"] = records.write_table(fpath, features_table(feats, settings.get("embed_dim")))
     for kind, wanted in (("removed", REMOVE), ("review", QUARANTINE)):
         rows = [v for v in verdicts if v["verdict"] == wanted]
+        if settings.get("redact_urls"):
+            rows = [dict(v, url=redact(v["url"])) for v in rows]
         out[kind] = records.write_rows(output_path(output_dir, kind, shard), rows, records.VERDICT_SCHEMA)
     out["errors"] = records.write_rows(output_path(output_dir, "errors", shard),
                                        error_rows(feats, verdicts), records.ERROR_SCHEMA)
