@@ -8,7 +8,8 @@ STAMP  := $(VENV)/.installed
 export NO_ALBUMENTATIONS_UPDATE := 1
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: demo test test-slow bench clean
+.PHONY: demo test test-slow bench clean docker-cpu docker-gpu
+IMAGE ?= shardguard
 
 $(STAMP): setup.py constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -33,3 +34,12 @@ bench: $(STAMP)
 
 clean:
 	rm -rf demo-out .pytest_cache build *.egg-info
+
+# Worker images for Dataflow / portable runners; need a Docker engine (none on the CI machines).
+docker-cpu:
+	@command -v docker >/dev/null && docker info >/dev/null 2>&1 || { echo "no Docker engine here"; exit 1; }
+	docker build -f Dockerfile.cpu -t $(IMAGE)/worker-cpu:$$(python3 setup.py --version) .
+
+docker-gpu:
+	@command -v docker >/dev/null && docker info >/dev/null 2>&1 || { echo "no Docker engine here"; exit 1; }
+	docker build -f Dockerfile.gpu -t $(IMAGE)/worker-gpu:$$(python3 setup.py --version) .

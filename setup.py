@@ -38,8 +38,11 @@ setup(
     ],
     extras_require={
         "gpu": ["faiss-gpu-cu12"],
-        "dataflow": ["apache-beam[gcp]"],
-        "dev": ["pytest>=8", "pytest-timeout", "hypothesis>=6", "img2dataset==1.47.0"],
+        "dataflow": ["apache-beam[gcp]", "build"],
+        "s3": ["apache-beam[aws]"],
+        # test tools, plus what the Dataflow dry-run, S3 and img2dataset tests need
+        "dev": ["pytest>=8", "pytest-timeout", "hypothesis>=6", "img2dataset==1.47.0",
+                "apache-beam[gcp,aws]", "moto[server]>=5"],
     },
     entry_points={"console_scripts": ["shardguard=shardguard.pipelines.cli:main"]},
 )

@@ -35,6 +35,13 @@ def _setup_logging() -> None:
     logging.getLogger("shardguard").setLevel(os.environ.get("SHARDGUARD_LOG", "INFO"))
 
 
+def _filesystem_flags(rest: list[str]) -> None:
+    """Beam filesystem flags (``--s3_endpoint_url``…) for commands that only read run directories."""
+    from shardguard.pipelines.options import configure_filesystems, pipeline_options
+
+    configure_filesystems(pipeline_options(rest))
+
+
 def _lists_build(argv) -> int:
     from shardguard.indexes.artifacts import build_artifact
     from shardguard.indexes.hashtypes import get_hash_type
@@ -131,7 +138,8 @@ def _manifest(argv) -> int:
     sp.add_argument("run_a")
     sp.add_argument("run_b")
     sp.add_argument("--json", action="store_true")
-    a = p.parse_args(argv)
+    a, fs_args = p.parse_known_args(argv)
+    _filesystem_flags(fs_args)
     try:
         if a.action == "show":
             result = dict(mt.show(a.run_dir), _dir=a.run_dir)
@@ -164,7 +172,8 @@ def _lookup(argv) -> int:
     p.add_argument("images", nargs="+")
     p.add_argument("--clip-threshold", type=float, default=0.95)
     p.add_argument("--json", action="store_true")
-    a = p.parse_args(argv)
+    a, fs_args = p.parse_known_args(argv)
+    _filesystem_flags(fs_args)
     try:
         result = lookup(a.run, a.images, a.clip_threshold)
     except (ManifestError, OSError, ValueError) as exc:

@@ -23,12 +23,12 @@ from shardguard.indexes.hashtypes import get_hash_type
 from shardguard.indexes.listformats import parse_list
 from shardguard.pipelines import config as cfgmod
 from shardguard.pipelines import manifest as mf
-from shardguard.pipelines.options import pipeline_options
+from shardguard.pipelines.options import configure_filesystems, pipeline_options
 from shardguard.pipelines.runutil import OutputError, prepare_output, run_beam
 from shardguard.transforms import urls
 from shardguard.transforms.features import base_record, error_record
 from shardguard.transforms.parquet_shards import ColumnNames, derive_keys, open_parquet, shard_ids
-from shardguard.transforms.read import DONE, PlanShardFn, summary_path
+from shardguard.transforms.read import DONE, PlanShardFn, ShardSpecs, summary_path
 from shardguard.transforms.write import WriteShards
 
 
@@ -158,6 +158,8 @@ def run(argv=None) -> int:
     p.add_argument("--force", action="store_true")
     a, beam_args = p.parse_known_args(argv)
     started = _now()
+    options = pipeline_options(beam_args)
+    configure_filesystems(options)
     try:
         specs = _specs_from_args(a)
         if not specs:
@@ -188,14 +190,14 @@ def run(argv=None) -> int:
     settings = {"config_fingerprint": config_fp, "on_error": "drop", "columns": cols, "embed_dim": None,
                 "actions": {f"{s.kind}:{s.name}": s.action for s in specs}}
     def build(pipe):
-        planned = (pipe | "Shards" >> beam.Create(shard_specs)
+        planned = (pipe | "Shards" >> ShardSpecs(shard_specs)
                    | "Plan" >> beam.ParDo(PlanShardFn(a.output, config_fp, a.force)).with_outputs(DONE, main="todo"))
         (planned.todo | "Spread" >> beam.Reshuffle()
          | "MatchUrls" >> beam.ParDo(PrefilterShardFn(specs, cols))
          | "Write" >> WriteShards(a.output, settings, len(shard_specs), time.time()))
 
     try:
-        run_beam(build, pipeline_options(beam_args))
+        run_beam(build, options)
     except OutputError as exc:
         print(f"shardguard: error: {exc}", file=sys.stderr)
         return 3

@@ -17,9 +17,10 @@ from shardguard.indexes import fileio
 from shardguard.pipelines import config as cfgmod
 from shardguard.pipelines import manifest as mf
 from shardguard.pipelines.lineage import diff_runs, lineage
-from shardguard.pipelines.options import pipeline_options
+from shardguard.pipelines.options import configure_filesystems, pipeline_options
 from shardguard.pipelines.plan import RunPlan, prepare
 from shardguard.pipelines.runutil import OutputError, prepare_output, run_beam
+from shardguard.transforms.read import ShardSpecs
 from shardguard.transforms.read_features import ReadStoredFeatures
 
 
@@ -130,6 +131,8 @@ def run(argv=None) -> int:
     add_flags(parser)
     args, beam_args = parser.parse_known_args(argv)
     started = _now()
+    options = pipeline_options(beam_args)
+    configure_filesystems(options)
     try:
         prepare_output(args.output)
         parent = mf.read_manifest(args.parent)
@@ -146,12 +149,12 @@ def run(argv=None) -> int:
     specs = shard_specs(parent, args.parent, args.relocate)
 
     def build(p):
-        parts = (p | "Shards" >> beam.Create(specs)
+        parts = (p | "Shards" >> ShardSpecs(specs)
                  | "Read" >> ReadStoredFeatures(cfg.output, plan.config_fp, cfg.force))
         verdict_stage({k: parts[k] for k in ("info", "features", "failed")}, plan, len(specs))
 
     try:
-        run_beam(build, pipeline_options(beam_args))
+        run_beam(build, options)
         changes = diff_runs(args.parent, cfg.output, new_manifest_shards=specs)
         extra = {"parent": dict(lineage(parent, args.parent, plan), changes=changes)}
         manifest = finish_manifest(plan, specs, started, kind="refilter", extra=extra)

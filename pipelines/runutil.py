@@ -58,13 +58,17 @@ def explain(exc: BaseException) -> str | None:
     return f"[Errno {m.group(1)}] {m.group(2).rstrip(chr(39))}" if m else None
 
 
-def run_beam(build, options) -> None:
-    """Build and run a pipeline; IO failures become OutputError with a one-line message."""
+def run_beam(build, options):
+    """Build and run a pipeline; IO failures become OutputError with a one-line message.
+    Returns the pipeline result (for a dry run, the translated job is ``result.job``)."""
     import apache_beam as beam
 
     try:
-        with beam.Pipeline(options=options) as p:
-            build(p)
+        p = beam.Pipeline(options=options)
+        build(p)
+        result = p.run()
+        result.wait_until_finish()
+        return result
     except Exception as exc:  # noqa: BLE001 - classified below, re-raised when not an IO failure
         why = explain(exc)
         if why is None:

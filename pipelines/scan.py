@@ -9,6 +9,7 @@ import argparse
 import dataclasses
 import logging
 import sys
+import tempfile
 import time
 from datetime import datetime, timezone
 
@@ -20,11 +21,11 @@ from shardguard.pipelines import config as cfgmod
 from shardguard.pipelines import manifest as mf
 from shardguard.pipelines.plan import RunPlan, prepare
 from shardguard.pipelines.runutil import OutputError, prepare_output, run_beam
-from shardguard.pipelines.options import pipeline_options
+from shardguard.pipelines.options import configure_filesystems, graph_names, is_dry_run, pipeline_options
 from shardguard.transforms.hashing import ComputeFeatures
 from shardguard.transforms.match import MatchShards
 from shardguard.transforms.parquet_shards import shard_ids
-from shardguard.transforms.read import ReadShards, summary_path
+from shardguard.transforms.read import ReadShards, ShardSpecs, summary_path
 from shardguard.transforms.write import WriteShards
 
 _LOG = logging.getLogger(__name__)
@@ -130,7 +131,7 @@ def build_pipeline(p: beam.Pipeline, specs: list[dict], plan: RunPlan):
 
         handler = ClipModelHandler(plan.model_spec, cfg.clip.device, cfg.clip.min_batch_size,
                                    cfg.clip.batch_size, cfg.clip.large_model)
-    shards = p | "Shards" >> beam.Create(specs)
+    shards = p | "Shards" >> ShardSpecs(specs)
     read = shards | "Read" >> ReadShards(cfg.output, plan.config_fp, cfg.force, plan.columns)
     feats = read["rows"] | "Features" >> ComputeFeatures(plan.hashes, cfg.decode.max_pixels, handler,
                                                          plan.clip_size)
@@ -188,11 +189,16 @@ def run(argv=None) -> int:
     add_scan_flags(parser)
     args, beam_args = parser.parse_known_args(argv)
     started = _now()
+    options = pipeline_options(beam_args)
+    configure_filesystems(options)
+    dry = is_dry_run(options)
     try:
         cfg = config_from_args(args)
         paths = expand_inputs(cfg.inputs)
-        prepare_output(cfg.output)
-        plan = prepare(cfg)
+        if not dry:
+            prepare_output(cfg.output)
+        # a dry run writes nothing to the output: list artifacts are built in a local scratch dir
+        plan = prepare(cfg, list_dir=tempfile.mkdtemp(prefix="shardguard-dry-") if dry else None)
     except OutputError as exc:
         print(f"shardguard: error: {exc}", file=sys.stderr)
         return 3
@@ -202,7 +208,13 @@ def run(argv=None) -> int:
     ids = shard_ids(paths)
     specs = [{"shard": ids[p], "path": p, "format": shard_format(p)} for p in paths]
     try:
-        run_beam(lambda p: build_pipeline(p, specs, plan), pipeline_options(beam_args))
+        result = run_beam(lambda p: build_pipeline(p, specs, plan), options)
+        if dry:
+            names = graph_names(result)
+            print(f"dry run: job graph translated ({len(names)} transforms), nothing submitted or written")
+            for n in names:
+                print(f"  {n}")
+            return 0
         manifest = finish_manifest(plan, specs, started)
     except OutputError as exc:
         print(f"shardguard: error: {exc}", file=sys.stderr)

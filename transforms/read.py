@@ -138,3 +138,19 @@ class ReadShards(beam.PTransform):
         read = (planned.todo | "Spread" >> beam.Reshuffle()
                 | "Rows" >> beam.ParDo(ReadShardRowsFn(self._cols)).with_outputs(INFO, FAILED, main="rows"))
         return {"rows": read.rows, "info": read[INFO], "failed": read[FAILED], "done": planned[DONE]}
+
+
+def _emit(_, specs):
+    yield from specs
+
+
+class ShardSpecs(beam.PTransform):
+    """The run's shard specs as a PCollection, with stable step names (``beam.Create`` names an
+    internal step after a lambda's line number, which breaks Dataflow job updates)."""
+
+    def __init__(self, specs: list[dict]):
+        super().__init__()
+        self._specs = list(specs)
+
+    def expand(self, pbegin):
+        return pbegin | "Impulse" >> beam.Impulse() | "Emit" >> beam.FlatMap(_emit, self._specs)
