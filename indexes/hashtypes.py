@@ -33,6 +33,9 @@ class ImageLike(Protocol):
     @property
     def gray(self): ...  # noqa: D102 - PIL "L" image
 
+    @property
+    def hash_gray(self): ...  # noqa: D102 - the "L" image pHash/dHash read (maybe pre-reduced)
+
 
 @dataclass(frozen=True)
 class HashType:
@@ -97,11 +100,11 @@ def _crypto(name: str) -> Callable[[ImageLike], dict]:
 
 
 def _compute_phash(img: ImageLike) -> dict:
-    return {"phash": imagehashes.phash(img.gray)}
+    return {"phash": imagehashes.phash(img.hash_gray)}
 
 
 def _compute_dhash(img: ImageLike) -> dict:
-    return {"dhash": imagehashes.dhash(img.gray)}
+    return {"dhash": imagehashes.dhash(img.hash_gray)}
 
 
 def _compute_pdq(img: ImageLike) -> dict:

@@ -49,6 +49,7 @@ class DecodeConfig:
 
     max_pixels: int = DEFAULT_MAX_PIXELS
     on_error: str = "drop"
+    exact: bool = False  # True: full decode, hashes bit-identical to imagehash/pdqhash on the image
 
 
 @dataclass(frozen=True)
@@ -190,6 +191,8 @@ def _validate(obj, where) -> None:
     elif isinstance(obj, DecodeConfig):
         if not isinstance(obj.max_pixels, int) or obj.max_pixels <= 0:
             raise ConfigError(f"{where('max_pixels')}: max_pixels must be a positive integer")
+        if not isinstance(obj.exact, bool):
+            raise ConfigError(f"{where('exact')}: exact must be true or false")
         if obj.on_error not in ON_ERROR:
             raise ConfigError(f"{where('on_error')}: on_error must be one of {ON_ERROR}")
     elif isinstance(obj, ClipConfig):

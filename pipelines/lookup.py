@@ -18,11 +18,11 @@ from shardguard.pipelines.lineage import fileio_open
 from shardguard.transforms.features import compute_row_features, embeddings_from_table
 
 
-def query_features(data: bytes, hashes, clip_size: int | None):
-    """The same features the scan computes, for one query image."""
+def query_features(data: bytes, hashes, clip_size: int | None, exact: bool):
+    """The same features the scan computed (same hashes, same decode mode), for one query image."""
     row = {"row": 0, "key": "query", "key_derived": False, "url": None, "caption": None,
            "status": "success", "image": data}
-    return compute_row_features(row, tuple(hashes), 10**9, clip_size)
+    return compute_row_features(row, tuple(hashes), 10**9, clip_size, exact)
 
 
 def _hamming(codes: np.ndarray, q: np.ndarray) -> np.ndarray:
@@ -51,7 +51,8 @@ def lookup(run_dir: str, images: list[str], clip_threshold: float = 0.95, max_re
     clip, note = _load_model(m["features"].get("model"))
     queries = []
     for path in images:
-        rec, pixels = query_features(fileio.read_bytes(path), hashes, clip.size if clip else None)
+        exact = bool(m["config"].get("decode", {}).get("exact", False))
+        rec, pixels = query_features(fileio.read_bytes(path), hashes, clip.size if clip else None, exact)
         emb = clip.encode_images([pixels])[0].astype(np.float16).astype(np.float32) if clip and pixels is not None else None
         queries.append((path, rec, emb))
     results = {p: [] for p, _, _ in queries}

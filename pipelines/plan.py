@@ -119,7 +119,7 @@ def features_fingerprint(cfg: ScanConfig, hashes, model_info) -> str:
     """sha256 of what decides the stored features."""
     pinned = {"columns": dataclasses.asdict(dataclasses.replace(cfg.columns, integrity=cfg.integrity.column)),
               "hashes": list(hashes),
-              "max_pixels": cfg.decode.max_pixels,
+              "max_pixels": cfg.decode.max_pixels, "exact_decode": cfg.decode.exact,
               "model": model_info and model_info["weights_sha256"],
               "embed_batch": cfg.clip.batch_size if model_info else None}
     return hashlib.sha256(fileio.canonical_json(pinned)).hexdigest()

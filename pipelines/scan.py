@@ -41,6 +41,8 @@ def add_scan_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--hashes", help="comma-separated hash types to compute (default: md5,sha256,phash,dhash,pdq)")
     p.add_argument("--on-error", choices=("drop", "keep-and-flag"), help="undecodable rows (default drop)")
     p.add_argument("--max-pixels", type=int, help="decompression-bomb limit in pixels")
+    p.add_argument("--exact-decode", action="store_true", default=None,
+                   help="full decode: hashes bit-identical to imagehash/pdqhash (slower)")
     p.add_argument("--image-column", help="image column (default jpg)")
     p.add_argument("--key-column", help="key column (default key)")
     p.add_argument("--url-column", help="url column (default url)")
@@ -77,9 +79,10 @@ def config_from_args(args) -> cfgmod.ScanConfig:
         over["force"] = True
     if args.redact_urls:
         over["redact_urls"] = True
-    if args.on_error or args.max_pixels:
+    if args.on_error or args.max_pixels or args.exact_decode:
         over["decode"] = dataclasses.replace(base.decode, on_error=args.on_error or base.decode.on_error,
-                                             max_pixels=args.max_pixels or base.decode.max_pixels)
+                                             max_pixels=args.max_pixels or base.decode.max_pixels,
+                                             exact=bool(args.exact_decode) or base.decode.exact)
     clip = {k: v for k, v in (("model", args.clip_model), ("device", args.device),
                               ("batch_size", args.batch_size), ("min_score", args.min_clip_score)) if v is not None}
     if clip:
@@ -134,7 +137,7 @@ def build_pipeline(p: beam.Pipeline, specs: list[dict], plan: RunPlan):
     shards = p | "Shards" >> ShardSpecs(specs)
     read = shards | "Read" >> ReadShards(cfg.output, plan.config_fp, cfg.force, plan.columns)
     feats = read["rows"] | "Features" >> ComputeFeatures(plan.hashes, cfg.decode.max_pixels, handler,
-                                                         plan.clip_size)
+                                                         plan.clip_size, cfg.decode.exact)
     parts = {"info": read["info"], "features": feats, "failed": read["failed"]}
     return verdict_stage(parts, plan, len(specs))
 

@@ -26,14 +26,22 @@ class DecodeError(Exception):
         self.error_class = error_class
 
 
+HASH_MIN_SIDE = 64  # pHash/dHash (32×32 and 9×8) read from at least this many pixels in fast mode
+
+
 @dataclass
 class DecodedImage:
-    """Stored bytes plus decoded RGB pixels; grayscale derived once on first use."""
+    """Stored bytes plus decoded RGB pixels; grayscale derived once on first use.
+
+    ``exact`` is False when the pixels may be reduced (JPEG draft decoding, integer pre-reduction)
+    for speed: hashes then differ from the exact ones by a few bits at most (README table).
+    """
 
     data: bytes
     rgb: Image.Image
     source_mode: str
     frames: int
+    exact: bool = True
 
     @property
     def width(self) -> int:
@@ -47,8 +55,16 @@ class DecodedImage:
 
     @cached_property
     def gray(self) -> Image.Image:
-        """The "L" image that pHash and dHash read (as imagehash's ``convert('L')`` does)."""
+        """The "L" image (as imagehash's ``convert('L')`` does)."""
         return self.rgb.convert("L")
+
+    @cached_property
+    def hash_gray(self) -> Image.Image:
+        """What pHash and dHash read: ``gray``, or in fast mode ``gray`` box-reduced by an integer
+        factor to no less than HASH_MIN_SIDE pixels (LANCZOS from 512 px to 32 dominates otherwise)."""
+        gray = self.gray
+        factor = min(gray.size) // HASH_MIN_SIDE
+        return gray if self.exact or factor < 2 else gray.reduce(factor)
 
 
 def _classify(exc: Exception) -> str:
@@ -88,14 +104,21 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
-def decode_image(data: bytes | None, max_pixels: int = DEFAULT_MAX_PIXELS) -> DecodedImage:
-    """Decode ``data`` into a DecodedImage or raise DecodeError."""
+def decode_image(data: bytes | None, max_pixels: int = DEFAULT_MAX_PIXELS, *, exact: bool = True,
+                 draft_size: int | None = None) -> DecodedImage:
+    """Decode ``data`` into a DecodedImage or raise DecodeError.
+
+    Fast mode (``exact=False``): with ``draft_size``, a JPEG is decoded with DCT scaling to the
+    smallest size no smaller than ``draft_size`` on both sides (Pillow's draft mode).
+    """
     if data is None:
         raise DecodeError("null_image", "image column is null")
     if len(data) == 0:
         raise DecodeError("empty", "image has zero bytes")
     img = _open(data, max_pixels)
     source_mode, frames = img.mode, int(getattr(img, "n_frames", 1) or 1)
+    if not exact and draft_size and img.format == "JPEG":
+        img.draft(img.mode if img.mode in ("L", "CMYK") else "RGB", (draft_size, draft_size))
     try:
         if frames > 1:
             img.seek(0)  # first frame: what a thumbnail or a training loader would show
@@ -112,4 +135,4 @@ def decode_image(data: bytes | None, max_pixels: int = DEFAULT_MAX_PIXELS) -> De
         raise DecodeError(_classify(exc), f"{type(exc).__name__}: {str(exc)[:200]}") from None
     except MemoryError:
         raise DecodeError("out_of_memory", "decoding exceeded available memory") from None
-    return DecodedImage(data=data, rgb=rgb, source_mode=source_mode, frames=frames)
+    return DecodedImage(data=data, rgb=rgb, source_mode=source_mode, frames=frames, exact=exact)

@@ -73,8 +73,18 @@ def error_record(row: dict, stage: str, error_class: str, message: str) -> dict:
     return rec
 
 
+def draft_size(hash_names, clip_size: int | None, exact: bool) -> int | None:
+    """The JPEG draft size for a row: none in exact mode or when PDQ is computed (PDQ moves by up to
+    20 bits on a 256-px draft, measured), else what the largest consumer needs."""
+    if exact or "pdq" in hash_names:
+        return None
+    from shardguard.transforms.decode import HASH_MIN_SIDE
+
+    return max(HASH_MIN_SIDE, clip_size or 0)
+
+
 def compute_row_features(row: dict, hash_names: tuple[str, ...], max_pixels: int,
-                         clip_size: int | None = None):
+                         clip_size: int | None = None, exact: bool = True):
     """(features record, CLIP pixels or None) of one input row (see module doc).
 
     Never raises for bad image data. ``clip_size`` asks for the centre-cropped uint8 pixels the
@@ -96,7 +106,7 @@ def compute_row_features(row: dict, hash_names: tuple[str, ...], max_pixels: int
         if name in CRYPTO_TYPES:
             rec.update(HASH_TYPES[name].compute(_BytesOnly(data)))
     try:
-        img = decode_image(data, max_pixels)
+        img = decode_image(data, max_pixels, exact=exact, draft_size=draft_size(hash_names, clip_size, exact))
     except DecodeError as exc:
         rec.update(status=ERROR, error_stage="decode", error_class=exc.error_class,
                    error_message=str(exc)[:500])

@@ -21,8 +21,10 @@ def attach_embedding(element) -> tuple:
 class ComputeFeaturesFn(beam.DoFn):
     """(shard, row) → (shard, features record); rows that fail go to ``dead_letter`` as records."""
 
-    def __init__(self, hash_names: tuple[str, ...], max_pixels: int, clip_size: int | None = None):
+    def __init__(self, hash_names: tuple[str, ...], max_pixels: int, clip_size: int | None = None,
+                 exact: bool = True):
         self._hashes, self._max_pixels, self._clip_size = tuple(hash_names), max_pixels, clip_size
+        self._exact = exact
         self._ok = Metrics.counter("features", "rows_ok")
 
     def process(self, element):
@@ -33,7 +35,8 @@ class ComputeFeaturesFn(beam.DoFn):
                 rec = error_record(row, "input", "missing_column",
                                    f"shard has no image column {row['missing_image_column']!r}")
             else:
-                rec, pixels = compute_row_features(row, self._hashes, self._max_pixels, self._clip_size)
+                rec, pixels = compute_row_features(row, self._hashes, self._max_pixels, self._clip_size,
+                                                   self._exact)
         except Exception as exc:  # noqa: BLE001 - never lose a row to an unexpected library error
             rec = error_record(row, "features", type(exc).__name__, str(exc))
         if rec["status"] == OK:
@@ -56,13 +59,14 @@ class ComputeFeatures(beam.PTransform):
     """
 
     def __init__(self, hash_names: tuple[str, ...], max_pixels: int, clip_handler=None,
-                 clip_size: int | None = None):
+                 clip_size: int | None = None, exact: bool = True):
         super().__init__()
-        self._hashes, self._max_pixels = hash_names, max_pixels
+        self._hashes, self._max_pixels, self._exact = hash_names, max_pixels, exact
         self._handler, self._clip_size = clip_handler, clip_size
 
     def expand(self, rows):
-        fn = ComputeFeaturesFn(self._hashes, self._max_pixels, self._clip_size if self._handler else None)
+        fn = ComputeFeaturesFn(self._hashes, self._max_pixels, self._clip_size if self._handler else None,
+                               self._exact)
         out = rows | "DecodeAndHash" >> beam.ParDo(fn).with_outputs(DEAD_LETTER, TO_EMBED, main="ok")
         parts = [out.ok, out[DEAD_LETTER]]
         if self._handler is not None:

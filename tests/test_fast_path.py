@@ -1,0 +1,71 @@
+"""Fast decode path (JPEG draft, pre-reduction) vs exact mode, and the batched hash kernels."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from conftest import run_scan
+from shardguard.indexes import imagehashes
+from shardguard.pipelines.sample_data import encode, make_image, shard_rows, write_shard
+from shardguard.transforms.decode import decode_image
+from shardguard.transforms.features import compute_row_features, draft_size
+
+HAM = lambda a, b: (int(a, 16) ^ int(b, 16)).bit_count()  # noqa: E731
+
+
+def _row(data):
+    return {"row": 0, "key": "k", "key_derived": False, "url": None, "caption": None, "status": "success",
+            "image": data}
+
+
+def test_draft_only_without_pdq_and_not_in_exact_mode():
+    assert draft_size(("md5", "phash"), None, exact=False) == 64
+    assert draft_size(("phash",), 224, exact=False) == 224
+    assert draft_size(("phash", "pdq"), None, exact=False) is None
+    assert draft_size(("phash",), None, exact=True) is None
+
+
+def test_fast_hashes_within_documented_bounds_of_exact():
+    worst = {"phash": 0, "dhash": 0}
+    for i in range(40):
+        data = encode(make_image(i, 512), quality=85)
+        fast, _ = compute_row_features(_row(data), ("phash", "dhash"), 10**9, None, exact=False)
+        exact, _ = compute_row_features(_row(data), ("phash", "dhash"), 10**9, None, exact=True)
+        for k in worst:
+            worst[k] = max(worst[k], HAM(fast[k], exact[k]))
+    assert worst["phash"] <= 2 and worst["dhash"] <= 4, worst  # README: measured bounds
+    with_pdq, _ = compute_row_features(_row(data), ("phash", "pdq"), 10**9, None, exact=False)
+    assert with_pdq["pdq"] == imagehashes.pdq(decode_image(data).rgb)[0]  # PDQ always on full pixels
+
+
+def test_exact_decode_scan_is_bit_identical_to_imagehash(tmp_path):
+    import imagehash
+
+    items = [(f"c{i}", encode(make_image(i, 300)), "success") for i in range(5)]
+    write_shard(str(tmp_path / "in" / "s.parquet"), shard_rows(items, "k"))
+    for mode in ("fast", "exact"):
+        extra = ["--exact-decode"] if mode == "exact" else []
+        assert run_scan(["--input", str(tmp_path / "in" / "*.parquet"), "--output", str(tmp_path / mode),
+                         "--hashes", "md5,phash,dhash", *extra]) == 0
+    exact = pq.read_table(tmp_path / "exact" / "features" / "s.parquet").to_pylist()
+    for rec, (_, data, _) in zip(exact, items):
+        img = decode_image(data).rgb
+        assert rec["phash"] == str(imagehash.phash(img)) and rec["dhash"] == str(imagehash.dhash(img))
+    m = lambda d: json.loads((tmp_path / d / "manifest.json").read_text())  # noqa: E731
+    assert m("exact")["features"]["fingerprint"] != m("fast")["features"]["fingerprint"]
+    assert m("exact")["config"]["decode"]["exact"] is True
+
+
+@pytest.mark.parametrize("n", [1, 7, 64])
+def test_batched_kernels_bit_identical(n):
+    rng = np.random.default_rng(n)
+    stack32 = rng.integers(0, 256, (n, 32, 32), dtype=np.uint8)
+    stack32[0] = 128  # a constant image: ties everywhere
+    assert imagehashes.phash_batch(stack32) == [imagehashes.phash_from_gray32(a) for a in stack32]
+    stack9 = rng.integers(0, 256, (n, 8, 9), dtype=np.uint8)
+    assert imagehashes.dhash_batch(stack9) == [imagehashes.dhash_from_gray9x8(a) for a in stack9]
+    real = np.stack([np.asarray(make_image(i, 96).convert("L").resize((32, 32))) for i in range(n)])
+    assert imagehashes.phash_batch(real) == [imagehashes.phash_from_gray32(a) for a in real]
