@@ -23,8 +23,8 @@ def test_compute_features_routes_every_row():
     want_phash = str(imagehash.phash(decode_image(good).rgb))
     with test_pipeline() as p:
         out = (p | beam.Create(rows) | ComputeFeatures(("md5", "phash"), 10_000_000)
-               | beam.Map(lambda kv: (kv[1]["row"], kv[1]["status"], kv[1]["error_class"], kv[1]["phash"],
-                                      "image" in kv[1])))
+               | beam.FlatMap(lambda kv: [(r["row"], r["status"], r["error_class"], r["phash"], "image" in r)
+                                          for r in kv[1]]))
         assert_that(out, equal_to([(0, "ok", None, want_phash, False),
                                    (1, "error", "unidentified", None, False),
                                    (2, "error", "status_failed_to_download", None, False)]))

@@ -19,7 +19,8 @@ def attach_embedding(element) -> tuple:
 
 
 class ComputeFeaturesFn(beam.DoFn):
-    """(shard, row) → (shard, features record); rows that fail go to ``dead_letter`` as records."""
+    """(shard, rows) → (shard, [features records]); failures go to ``dead_letter`` as records;
+    with a CLIP model, decoded rows go one by one to ``to_embed`` (RunInference batches them)."""
 
     def __init__(self, hash_names: tuple[str, ...], max_pixels: int, clip_size: int | None = None,
                  exact: bool = True):
@@ -27,8 +28,7 @@ class ComputeFeaturesFn(beam.DoFn):
         self._exact = exact
         self._ok = Metrics.counter("features", "rows_ok")
 
-    def process(self, element):
-        shard, row = element
+    def _one(self, row: dict):
         pixels = None
         try:
             if "missing_image_column" in row:
@@ -39,20 +39,30 @@ class ComputeFeaturesFn(beam.DoFn):
                                                    self._exact)
         except Exception as exc:  # noqa: BLE001 - never lose a row to an unexpected library error
             rec = error_record(row, "features", type(exc).__name__, str(exc))
-        if rec["status"] == OK:
-            self._ok.inc()
-            if pixels is not None:
+        return rec, pixels
+
+    def process(self, element):
+        shard, rows = element
+        ok, failed = [], []
+        for row in rows if isinstance(rows, list) else [rows]:
+            rec, pixels = self._one(row)
+            if rec["status"] != OK:
+                Metrics.counter(rec["error_stage"], f"failed_{rec['error_class']}").inc()
+                failed.append(rec)
+            elif pixels is not None:
                 # the record rides as the RunInference key; pixels and caption are the example
                 yield beam.pvalue.TaggedOutput(TO_EMBED, ((shard, rec), (pixels, row.get("caption"))))
             else:
-                yield shard, rec
-        else:
-            Metrics.counter(rec["error_stage"], f"failed_{rec['error_class']}").inc()
-            yield beam.pvalue.TaggedOutput(DEAD_LETTER, (shard, rec))
+                ok.append(rec)
+        self._ok.inc(len(ok))
+        if ok:
+            yield shard, ok
+        if failed:
+            yield beam.pvalue.TaggedOutput(DEAD_LETTER, (shard, failed))
 
 
 class ComputeFeatures(beam.PTransform):
-    """(shard, row) PCollection → (shard, features record) for every row, failures included.
+    """(shard, rows) PCollection → (shard, [features records]) covering every row, failures included.
 
     Failures are routed through a dead-letter output (counted per class) and then rejoin the main
     output, because every row must reach the verdict stage to be accounted.

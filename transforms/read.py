@@ -18,6 +18,7 @@ from shardguard.transforms.parquet_shards import ColumnNames
 
 _LOG = logging.getLogger(__name__)
 INFO, FAILED, DONE = "info", "failed", "done"
+ROWS_PER_ELEMENT = 64  # rows (with image bytes) per element: one parquet read batch
 
 
 def summary_path(output_dir: str, shard: str) -> str:
@@ -89,7 +90,7 @@ class PlanShardFn(beam.DoFn):
 
 
 class ReadShardRowsFn(beam.DoFn):
-    """Wraps ``iter_rows``: (shard, row) elements, plus ``info`` and ``failed`` outputs."""
+    """Wraps ``iter_rows``: (shard, [rows]) elements, plus ``info`` and ``failed`` outputs."""
 
     def __init__(self, columns: ColumnNames):
         self._cols = columns
@@ -112,9 +113,17 @@ class ReadShardRowsFn(beam.DoFn):
                 info = dict(spec, **parquet_shards.shard_metadata(spec["path"]))
                 rows = parquet_shards.iter_rows(spec["path"], shard, self._cols)
             yield beam.pvalue.TaggedOutput(INFO, (shard, info))
+            # batches of rows, not single rows: Beam's per-element cost is then paid once per batch
+            batch: list[dict] = []
             for row in rows:
-                self._rows.inc()
-                yield shard, row
+                batch.append(row)
+                if len(batch) >= ROWS_PER_ELEMENT:
+                    self._rows.inc(len(batch))
+                    yield shard, batch
+                    batch = []
+            if batch:
+                self._rows.inc(len(batch))
+                yield shard, batch
         except Exception as exc:  # noqa: BLE001 - a corrupt shard is recorded, the run goes on
             self._failed.inc()
             _LOG.warning("shard %s cannot be read: %s: %s", shard, type(exc).__name__, str(exc)[:200])
