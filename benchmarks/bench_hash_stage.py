@@ -27,7 +27,7 @@ from common import machine, shard_set, table, timed  # noqa: E402
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--images", type=int, default=2000)
+    ap.add_argument("--images", type=int, default=6000)
     a = ap.parse_args()
     import logging
 
