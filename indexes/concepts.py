@@ -110,6 +110,18 @@ def check_model(sidecar: dict, model_info: dict, where: str) -> None:
                             f"{model_info.get('spec')} (weights {str(model_info.get('weights_sha256'))[:12]}…)")
 
 
+def _maybe_gpu(index):
+    """The index on all GPUs when faiss-gpu is installed and sees one; the CPU index otherwise."""
+    import faiss
+
+    try:
+        if faiss.get_num_gpus() > 0:
+            return faiss.index_cpu_to_all_gpus(index)
+    except AttributeError:  # faiss-cpu builds have no GPU functions
+        pass
+    return index
+
+
 class ConceptMatcher:
     """A loaded, verified concept index answering batched similarity queries."""
 
@@ -126,7 +138,7 @@ class ConceptMatcher:
                 raise ArtifactError(f"{art_dir}/{name}: sha256 does not match the sidecar")
             blobs[name] = data
         self.labels = np.load(io.BytesIO(blobs["labels.npy"]), allow_pickle=False)
-        self.index = faiss.deserialize_index(np.frombuffer(blobs["index.faiss"], dtype=np.uint8))
+        self.index = _maybe_gpu(faiss.deserialize_index(np.frombuffer(blobs["index.faiss"], dtype=np.uint8)))
         self.concepts = self.sidecar["concepts"]
 
     def match_batch(self, embeddings: np.ndarray) -> list[list[dict]]:

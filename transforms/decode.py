@@ -26,7 +26,8 @@ class DecodeError(Exception):
         self.error_class = error_class
 
 
-HASH_MIN_SIDE = 64  # pHash/dHash (32×32 and 9×8) read from at least this many pixels in fast mode
+HASH_MIN_SIDE = 64  # JPEG draft target for pHash/dHash (32×32 and 9×8) in fast mode
+REDUCE_MIN_SIDE = 128  # box pre-reduction keeps at least this many pixels (64 moved pHash 6 bits)
 
 
 @dataclass
@@ -61,9 +62,9 @@ class DecodedImage:
     @cached_property
     def hash_gray(self) -> Image.Image:
         """What pHash and dHash read: ``gray``, or in fast mode ``gray`` box-reduced by an integer
-        factor to no less than HASH_MIN_SIDE pixels (LANCZOS from 512 px to 32 dominates otherwise)."""
+        factor to no less than REDUCE_MIN_SIDE pixels (LANCZOS from 512 px to 32 dominates otherwise)."""
         gray = self.gray
-        factor = min(gray.size) // HASH_MIN_SIDE
+        factor = min(gray.size) // REDUCE_MIN_SIDE
         return gray if self.exact or factor < 2 else gray.reduce(factor)
 
 
