@@ -79,8 +79,8 @@ def bench(type_name, n, radius, nq, rng):
     t_brute = (time.perf_counter() - t0) * nq / len(bsub)
     assert sum(len(g) for g in got[:20]) == brute_hits  # exact, like brute force
     assert [len(g) for g in got[: len(sub)]] == list(np.diff(lims)), "multi-hash misses hits"
-    return [(f"{type_name} {n:,} entries, d ≤ {radius}", "shardguard (multi-hash)", f"{nq / t_sg:,.0f}", f"{t_build:.0f}s"),
-            ("", "HMA-style flat index", f"{nq / t_flat:,.0f}", ""),
+    return [(f"{type_name} {n:,} entries, d ≤ {radius}", "shardguard (" + m.sidecar["index"]["kind"] + ")", f"{nq / t_sg:,.0f}", f"{t_build:.0f}s"),
+            ("", "HMA-style flat index (FAISS IndexBinaryFlat)", f"{nq / t_flat:,.0f}", ""),
             ("", "brute force (numpy)", f"{nq / t_brute:,.0f}", "")]
 
 

@@ -24,10 +24,12 @@ import pyarrow.parquet as pq
 from shardguard.indexes import fileio
 from shardguard.indexes.hashtypes import HashType, get_hash_type
 from shardguard.indexes.listformats import ParsedList
+from shardguard.indexes.mih import CHUNKS as MIH_CHUNKS
 from shardguard.indexes.version import code_version
 
 ARTIFACT_FORMAT = "shardguard-list/1"
-# Up to this many entries an exact flat scan is fastest and simplest; above it a multi-hash index.
+# Up to this many entries an exact flat scan is fastest and simplest; above it a multi-index:
+# numpy MIH for 64-bit codes (pHash, dHash), FAISS multi-hash for PDQ.
 FLAT_LIMIT = 100_000
 ACTIONS = ("remove", "quarantine", "tag")
 
@@ -69,6 +71,10 @@ def _build_faiss(ht: HashType, codes: np.ndarray, max_distance: int, flat_limit:
     if len(codes) <= flat_limit:
         index = faiss.IndexBinaryFlat(ht.nbits)
         params = {"kind": "flat"}
+    elif ht.nbits == 64:
+        # 64-bit codes: direct-addressed multi-index in numpy, 6x FAISS multi-hash at 10M entries
+        # (benchmarks/RESULTS.md); built from the entries at load, so no index file is stored.
+        return None, {"kind": "mih64", "chunks": [list(c) for c in MIH_CHUNKS]}
     else:
         nhash, bits, nflip = multihash_params(ht.nbits, max_distance)
         index = faiss.IndexBinaryMultiHash(ht.nbits, nhash, bits)
@@ -119,8 +125,9 @@ def build_artifact(parsed: ParsedList, settings: ListSettings, out_dir: str, sou
         import faiss
 
         index, index_params = _build_faiss(ht, parsed.code_array(), settings.max_distance, flat_limit)
-        blob = faiss.serialize_index_binary(index).tobytes()
-        files["index.faissbin"] = fileio.write_atomic(fileio.join(out_dir, "index.faissbin"), blob)
+        if index is not None:
+            blob = faiss.serialize_index_binary(index).tobytes()
+            files["index.faissbin"] = fileio.write_atomic(fileio.join(out_dir, "index.faissbin"), blob)
     sidecar = {
         "format": ARTIFACT_FORMAT, "name": settings.name, "type": ht.name,
         "max_distance": settings.max_distance, "min_quality": settings.min_quality,

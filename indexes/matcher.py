@@ -50,12 +50,15 @@ class ListMatcher:
         lines = table.column("line").to_numpy()
         ids = table.column("entry_id").to_pylist()
         self._labels = [i if i else f"line {n}" for i, n in zip(ids, lines)]
-        self._index = None
-        if self.hash_type.perceptual:
+        self._index = self._mih = None
+        if self.hash_type.perceptual and sidecar["index"]["kind"] == "mih64":
+            from shardguard.indexes.mih import Mih64, to_u64
+
+            self._mih = Mih64(to_u64(np.frombuffer(raw, dtype=np.uint8).reshape(-1, 8)), self.max_distance)
+        elif self.hash_type.perceptual:
             import faiss
 
-            raw = np.frombuffer(blobs["index.faissbin"], dtype=np.uint8)
-            self._index = faiss.deserialize_index_binary(raw)
+            self._index = faiss.deserialize_index_binary(np.frombuffer(blobs["index.faissbin"], dtype=np.uint8))
 
     @classmethod
     def load(cls, art_dir: str, expected_fingerprint: str | None = None) -> "ListMatcher":
@@ -83,11 +86,20 @@ class ListMatcher:
         if not rows:
             return out
         queries = self.hash_type.to_codes([hexes[i] for i in rows])
-        if self._index is None:
+        if self._mih is not None:
+            self._match_mih(rows, queries, out)
+        elif self._index is None:
             self._match_exact(rows, queries, out)
         else:
             self._match_hamming(rows, queries, out)
         return out
+
+    def _match_mih(self, rows, queries, out) -> None:
+        from shardguard.indexes.mih import to_u64
+
+        q, i, d = self._mih.range_search(to_u64(queries), self.max_distance)
+        for qi, ei, dist in zip(q.tolist(), i.tolist(), d.tolist()):
+            out[rows[qi]].append(Match(self.name, self.hash_type.name, self._labels[ei], int(dist)))
 
     def _match_exact(self, rows, queries, out) -> None:
         keys = queries.view(f"S{self.hash_type.nbytes}").ravel()

@@ -45,7 +45,8 @@ def _brute(db, queries, max_distance):
 
 
 @pytest.mark.parametrize("type_name,max_distance,flat_limit", [
-    ("phash", 8, 100_000), ("phash", 8, 10), ("dhash", 5, 10), ("pdq", 31, 100_000), ("pdq", 31, 10),
+    ("phash", 8, 100_000), ("phash", 8, 10), ("dhash", 5, 10), ("dhash", 11, 10), ("phash", 0, 10),
+    ("pdq", 31, 100_000), ("pdq", 31, 10),
 ])
 def test_range_matching_equals_brute_force(tmp_path, type_name, max_distance, flat_limit):
     rng = np.random.default_rng(max_distance + flat_limit)
@@ -54,13 +55,14 @@ def test_range_matching_equals_brute_force(tmp_path, type_name, max_distance, fl
     queries = np.concatenate([_flip(rng, db[:300], max_distance + 3),
                               rng.integers(0, 256, (100, nbytes), dtype=np.uint8)])
     m, _ = _matcher(tmp_path, type_name, db, max_distance, flat_limit)
-    assert m.sidecar["index"]["kind"] == ("flat" if flat_limit > 3000 else "multihash")
+    large = "mih64" if HASH_TYPES[type_name].nbits == 64 else "multihash"
+    assert m.sidecar["index"]["kind"] == ("flat" if flat_limit > 3000 else large)
     hexes = [q.tobytes().hex() for q in queries]
     got = m.match_batch(hexes, [100] * len(hexes))
     want = _brute(db, queries, max_distance)
     for g, w in zip(got, want):
         assert [(h.distance, int(h.entry.split()[1]) - 1) for h in g] == w
-    assert sum(len(w) for w in want) >= 150  # the test exercises real hits, not just misses
+    assert sum(len(w) for w in want) >= 60  # the test exercises real hits, not just misses
 
 
 def test_multihash_params_are_exact_by_pigeonhole():
