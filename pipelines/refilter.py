@@ -11,7 +11,6 @@ import argparse
 import dataclasses
 import sys
 
-import apache_beam as beam
 
 from shardguard.indexes import fileio
 from shardguard.pipelines import config as cfgmod

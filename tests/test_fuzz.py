@@ -11,7 +11,6 @@ import time
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from PIL import Image
 
 from shardguard.indexes.hashtypes import HASH_TYPES
 from shardguard.indexes.listformats import ListFormatError, parse_list

@@ -10,7 +10,7 @@ import pytest
 
 from conftest import run_scan
 from shardguard.pipelines.prefilter import run as prefilter
-from shardguard.pipelines.sample_data import encode, make_image, shard_rows, write_shard
+from shardguard.pipelines.sample_data import encode, make_image, shard_rows
 from shardguard.transforms.urls import domain_matches, normalize_url
 
 

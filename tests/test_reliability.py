@@ -162,6 +162,6 @@ def test_pins_are_checked_before_any_work(sample, tmp_path, capsys):
     assert run_scan(base + ["--config", str(cfg)]) == 2
     assert "pinned" in capsys.readouterr().err
     assert not (tmp_path / "o" / "shards").exists()
-    cfg.write_text(f"clip:\n  model: x.json\n  weights_sha256: 1234\n")
+    cfg.write_text("clip:\n  model: x.json\n  weights_sha256: 1234\n")
     assert run_scan(base + ["--config", str(cfg)]) == 2
     assert "a pin must be a quoted 64-hex-digit sha256" in capsys.readouterr().err
