@@ -141,17 +141,22 @@ def build_artifact(parsed: ParsedList, settings: ListSettings, out_dir: str, sou
     return sidecar
 
 
-def read_sidecar(art_dir: str) -> dict:
-    """Read and sanity-check an artifact's sidecar (does not verify the data files)."""
+def read_checked_sidecar(art_dir: str, fmt: str, fingerprint_fn, what: str) -> dict:
+    """An artifact's ``sidecar.json``, checked for its format and against its own fingerprint."""
     path = fileio.join(art_dir, "sidecar.json")
     if not fileio.exists(path):
-        raise ArtifactError(f"{art_dir}: not a list artifact (no sidecar.json)")
+        raise ArtifactError(f"{art_dir}: not a {what} (no sidecar.json)")
     sidecar = fileio.read_json(path)
-    if sidecar.get("format") != ARTIFACT_FORMAT:
-        raise ArtifactError(f"{path}: unsupported artifact format {sidecar.get('format')!r}")
-    if fingerprint(sidecar) != sidecar.get("fingerprint"):
+    if sidecar.get("format") != fmt:
+        raise ArtifactError(f"{path}: not a {what} (format {sidecar.get('format')!r})")
+    if fingerprint_fn(sidecar) != sidecar.get("fingerprint"):
         raise ArtifactError(f"{path}: sidecar content does not match its fingerprint (edited?)")
     return sidecar
+
+
+def read_sidecar(art_dir: str) -> dict:
+    """Read and sanity-check a list artifact's sidecar (does not verify the data files)."""
+    return read_checked_sidecar(art_dir, ARTIFACT_FORMAT, fingerprint, "list artifact")
 
 
 def load_artifact_files(art_dir: str, expected_fingerprint: str | None = None) -> tuple[dict, dict]:

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from shardguard.indexes import fileio
-from shardguard.indexes.artifacts import ACTIONS, ArtifactError
+from shardguard.indexes.artifacts import ACTIONS, ArtifactError, read_checked_sidecar
 from shardguard.indexes.version import code_version
 
 CONCEPT_FORMAT = "shardguard-concepts/1"
@@ -88,15 +88,7 @@ def build_concept_index(concepts: list[Concept], model_info: dict, out_dir: str)
 
 def read_concept_sidecar(art_dir: str) -> dict:
     """The sidecar of a concept index, checked against its fingerprint."""
-    path = fileio.join(art_dir, "sidecar.json")
-    if not fileio.exists(path):
-        raise ArtifactError(f"{art_dir}: not a concept index (no sidecar.json)")
-    sidecar = fileio.read_json(path)
-    if sidecar.get("format") != CONCEPT_FORMAT:
-        raise ArtifactError(f"{path}: not a concept index (format {sidecar.get('format')!r})")
-    if _fingerprint(sidecar) != sidecar.get("fingerprint"):
-        raise ArtifactError(f"{path}: sidecar content does not match its fingerprint (edited?)")
-    return sidecar
+    return read_checked_sidecar(art_dir, CONCEPT_FORMAT, _fingerprint, "concept index")
 
 
 def check_model(sidecar: dict, model_info: dict, where: str) -> None:

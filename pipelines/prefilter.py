@@ -24,7 +24,7 @@ from shardguard.indexes.listformats import parse_list
 from shardguard.pipelines import config as cfgmod
 from shardguard.pipelines import manifest as mf
 from shardguard.pipelines.options import configure_filesystems, pipeline_options
-from shardguard.pipelines.runutil import OutputError, prepare_output, run_beam
+from shardguard.pipelines.runutil import OutputError, error_exit, prepare_output, run_beam
 from shardguard.transforms import urls
 from shardguard.transforms.features import base_record, error_record
 from shardguard.transforms.parquet_shards import ColumnNames, derive_keys, open_parquet, shard_ids
@@ -174,12 +174,8 @@ def run(argv=None) -> int:
                              "files": {}, "path": s.path})
         paths = expand_inputs(a.input)
         prepare_output(a.output)
-    except OutputError as exc:
-        print(f"shardguard: error: {exc}", file=sys.stderr)
-        return 3
-    except (ValueError, OSError) as exc:
-        print(f"shardguard: error: {exc}", file=sys.stderr)
-        return 2
+    except (ValueError, OSError) as exc:  # config, list, model, pin or output errors
+        return error_exit(exc)
     cols = ColumnNames(url=a.url_column, key=a.key_column)
     config = {"kind": "prefilter", "inputs": a.input, "output": a.output, "url_column": a.url_column,
               "lists": [dataclasses.asdict(s) for s in specs]}
@@ -199,8 +195,7 @@ def run(argv=None) -> int:
     try:
         run_beam(build, options)
     except OutputError as exc:
-        print(f"shardguard: error: {exc}", file=sys.stderr)
-        return 3
+        return error_exit(exc)
     shards = [fileio.read_json(summary_path(a.output, s["shard"])) for s in shard_specs]
     manifest = mf.build_manifest(config=config, config_fp=config_fp, lists=sidecars, shards=shards,
                                  started=started, finished=_now(), kind="prefilter",

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import sys
 
 
 from shardguard.indexes import fileio
@@ -18,7 +17,7 @@ from shardguard.pipelines import manifest as mf
 from shardguard.pipelines.lineage import diff_runs, lineage
 from shardguard.pipelines.options import configure_filesystems, pipeline_options
 from shardguard.pipelines.plan import RunPlan, prepare
-from shardguard.pipelines.runutil import OutputError, prepare_output, run_beam
+from shardguard.pipelines.runutil import OutputError, error_exit, prepare_output, run_beam
 from shardguard.transforms.read import ShardSpecs
 from shardguard.transforms.read_features import ReadStoredFeatures
 
@@ -139,12 +138,8 @@ def run(argv=None) -> int:
         check_embeddings(cfg, parent, args.parent)
         plan = prepare(cfg, list_dir=args.output, parent_features=parent["features"])
         check_features(plan, parent, args.parent)
-    except OutputError as exc:
-        print(f"shardguard: error: {exc}", file=sys.stderr)
-        return 3
-    except (ValueError, OSError) as exc:
-        print(f"shardguard: error: {exc}", file=sys.stderr)
-        return 2
+    except (ValueError, OSError) as exc:  # config, list, model, pin or output errors
+        return error_exit(exc)
     specs = shard_specs(parent, args.parent, args.relocate)
 
     def build(p):
@@ -158,8 +153,7 @@ def run(argv=None) -> int:
         extra = {"parent": dict(lineage(parent, args.parent, plan), changes=changes)}
         manifest = finish_manifest(plan, specs, started, kind="refilter", extra=extra)
     except OutputError as exc:
-        print(f"shardguard: error: {exc}", file=sys.stderr)
-        return 3
+        return error_exit(exc)
     print(mf.summary_text(manifest))
     print(f"  vs parent: {changes['newly_flagged_total']} newly removed/quarantined, "
           f"{changes['restored_total']} restored")

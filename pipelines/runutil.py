@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import re
+import sys
 
 from apache_beam.io.filesystems import FileSystems
 
@@ -75,3 +76,10 @@ def run_beam(build, options):
             raise
         raise OutputError(f"the run stopped on an IO error: {why} (outputs written so far are complete "
                           "files; rerun to resume)") from None
+
+
+def error_exit(exc: BaseException) -> int:
+    """Print a launch or run error as one line; its exit code: 3 when the output cannot be written,
+    2 for a bad config, list, model or pin."""
+    print(f"shardguard: error: {exc}", file=sys.stderr)
+    return 3 if isinstance(exc, OutputError) else 2

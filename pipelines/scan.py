@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
-import sys
 import tempfile
 import time
 from datetime import datetime, timezone
@@ -20,7 +19,7 @@ from shardguard.indexes import fileio
 from shardguard.pipelines import config as cfgmod
 from shardguard.pipelines import manifest as mf
 from shardguard.pipelines.plan import RunPlan, prepare
-from shardguard.pipelines.runutil import OutputError, prepare_output, run_beam
+from shardguard.pipelines.runutil import OutputError, error_exit, prepare_output, run_beam
 from shardguard.pipelines.options import configure_filesystems, graph_names, is_dry_run, pipeline_options
 from shardguard.transforms.hashing import ComputeFeatures
 from shardguard.transforms.match import MatchShards
@@ -202,12 +201,8 @@ def run(argv=None) -> int:
             prepare_output(cfg.output)
         # a dry run writes nothing to the output: list artifacts are built in a local scratch dir
         plan = prepare(cfg, list_dir=tempfile.mkdtemp(prefix="shardguard-dry-") if dry else None)
-    except OutputError as exc:
-        print(f"shardguard: error: {exc}", file=sys.stderr)
-        return 3
-    except (ValueError, OSError) as exc:  # Config/ListFormat/Artifact/Model errors
-        print(f"shardguard: error: {exc}", file=sys.stderr)
-        return 2
+    except (ValueError, OSError) as exc:  # config, list, model, pin or output errors
+        return error_exit(exc)
     ids = shard_ids(paths)
     specs = [{"shard": ids[p], "path": p, "format": shard_format(p)} for p in paths]
     try:
@@ -220,7 +215,6 @@ def run(argv=None) -> int:
             return 0
         manifest = finish_manifest(plan, specs, started)
     except OutputError as exc:
-        print(f"shardguard: error: {exc}", file=sys.stderr)
-        return 3
+        return error_exit(exc)
     print(mf.summary_text(manifest))
     return 1 if manifest["totals"]["counts"]["shards_failed"] else 0
