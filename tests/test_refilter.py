@@ -140,3 +140,12 @@ def test_changed_input_is_refused(sample, tmp_path):
     s = {x["shard"]: x for x in json.loads((tmp_path / "c" / "manifest.json").read_text())["shards"]}
     assert s["00001"]["status"] == "failed" and "changed since the parent run" in s["00001"]["failure"]["message"]
     assert s["00000"]["status"] == "ok" and not (tmp_path / "c" / "clean" / "00001.parquet").exists()
+
+
+def test_refilter_under_multi_processing_equals_in_process(runs, tmp_path):
+    src, planted, d = runs
+    args = ["--from", str(d / "parent"), "--hash-list", _lists(src)["phash"]]
+    assert refilter(args + ["--output", str(tmp_path / "a"), "--direct_num_workers=1"]) == 0
+    assert refilter(args + ["--output", str(tmp_path / "b"), "--direct_running_mode=multi_processing",
+                            "--direct_num_workers=2"]) == 0
+    assert _comparable(tmp_path / "a") == _comparable(tmp_path / "b")
