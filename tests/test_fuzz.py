@@ -9,6 +9,7 @@ import io
 import os
 import time
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -107,3 +108,30 @@ def test_fuzz_list_parsers(lines, type_name, fmt, crlf):
         assert str(exc).startswith(f"{path}:")
     finally:
         os.unlink(path)
+
+
+LONG = settings(max_examples=int(os.environ.get("SHARDGUARD_FUZZ_LONG", "5000")), deadline=5000,
+                suppress_health_check=list(HealthCheck))
+
+
+@pytest.mark.slow
+@LONG
+@given(mutated_images())
+def test_fuzz_decode_long(data):
+    """`make test-slow`: a longer, randomised (not derandomised) run of the decode fuzzer."""
+    _check_decode(data)
+
+
+def test_regression_tiff_without_width_is_a_decode_error():
+    """Found by the long fuzz run: a TIFF missing ImageWidth made ``n_frames`` raise TypeError."""
+    import pytest as _pytest
+
+    tiff = SEEDS[5]
+    assert tiff[:4] == b"II*\x00"
+    broken = tiff.replace(b"\x00\x01\x04\x00", b"\x99\x99\x04\x00", 1)  # tag 256 (ImageWidth) renamed
+    assert broken != tiff
+    with _pytest.raises(DecodeError):
+        decode_image(broken)
+    rec, _ = compute_row_features({"row": 0, "key": "k", "key_derived": False, "url": None, "caption": None,
+                                   "status": "success", "image": broken}, tuple(HASH_TYPES), 10**6)
+    assert rec["status"] == "error" and rec["error_stage"] == "decode"

@@ -87,6 +87,8 @@ def _open(data: bytes, max_pixels: int) -> Image.Image:
         raise DecodeError("unidentified", "not a recognised image format") from None
     except (OSError, ValueError, SyntaxError, EOFError, IndexError, TypeError) as exc:
         raise DecodeError(_classify(exc), f"{type(exc).__name__}: {str(exc)[:200]}") from None
+    except Exception as exc:  # noqa: BLE001 - hostile files make plugins raise anything
+        raise DecodeError("corrupt", f"{type(exc).__name__}: {str(exc)[:200]}") from None
     w, h = img.size
     if w <= 0 or h <= 0:
         raise DecodeError("bad_dimensions", f"image has size {w}x{h}")
@@ -117,10 +119,10 @@ def decode_image(data: bytes | None, max_pixels: int = DEFAULT_MAX_PIXELS, *, ex
     if len(data) == 0:
         raise DecodeError("empty", "image has zero bytes")
     img = _open(data, max_pixels)
-    source_mode, frames = img.mode, int(getattr(img, "n_frames", 1) or 1)
-    if not exact and draft_size and img.format == "JPEG":
-        img.draft(img.mode if img.mode in ("L", "CMYK") else "RGB", (draft_size, draft_size))
     try:
+        source_mode, frames = img.mode, int(getattr(img, "n_frames", 1) or 1)
+        if not exact and draft_size and img.format == "JPEG":
+            img.draft(img.mode if img.mode in ("L", "CMYK") else "RGB", (draft_size, draft_size))
         if frames > 1:
             img.seek(0)  # first frame: what a thumbnail or a training loader would show
         img.load()
@@ -132,8 +134,10 @@ def decode_image(data: bytes | None, max_pixels: int = DEFAULT_MAX_PIXELS, *, ex
         raise
     except Image.DecompressionBombError as exc:
         raise DecodeError("decompression_bomb", str(exc)[:200]) from None
-    except (OSError, ValueError, SyntaxError, IndexError, TypeError, EOFError) as exc:
-        raise DecodeError(_classify(exc), f"{type(exc).__name__}: {str(exc)[:200]}") from None
     except MemoryError:
         raise DecodeError("out_of_memory", "decoding exceeded available memory") from None
+    except (OSError, ValueError, SyntaxError, IndexError, TypeError, EOFError) as exc:
+        raise DecodeError(_classify(exc), f"{type(exc).__name__}: {str(exc)[:200]}") from None
+    except Exception as exc:  # noqa: BLE001 - Pillow's plugins raise KeyError, struct.error, ZeroDivisionError… on hostile files
+        raise DecodeError("corrupt", f"{type(exc).__name__}: {str(exc)[:200]}") from None
     return DecodedImage(data=data, rgb=rgb, source_mode=source_mode, frames=frames, exact=exact)
