@@ -126,10 +126,13 @@ def test_regression_tiff_without_width_is_a_decode_error():
     """Found by the long fuzz run: a TIFF missing ImageWidth made ``n_frames`` raise TypeError."""
     import pytest as _pytest
 
-    tiff = SEEDS[5]
-    assert tiff[:4] == b"II*\x00"
-    broken = tiff.replace(b"\x00\x01\x04\x00", b"\x99\x99\x04\x00", 1)  # tag 256 (ImageWidth) renamed
-    assert broken != tiff
+    frames = [make_image(11, 48), make_image(12, 48)]
+    buf = io.BytesIO()
+    frames[0].save(buf, "TIFF", save_all=True, append_images=frames[1:])
+    tiff = buf.getvalue()
+    width_tag = b"\x00\x01\x04\x00"  # tag 256 (ImageWidth), type LONG, little-endian
+    second = tiff.index(width_tag, tiff.index(width_tag) + 1)
+    broken = tiff[:second] + b"\x99\x99" + tiff[second + 2:]  # the second frame loses its width
     with _pytest.raises(DecodeError):
         decode_image(broken)
     rec, _ = compute_row_features({"row": 0, "key": "k", "key_derived": False, "url": None, "caption": None,
