@@ -35,7 +35,7 @@ def main() -> None:
     from PIL import Image
 
     from shardguard.pipelines.scan import run as scan
-    from shardguard.transforms.features import compute_row_features
+    from shardguard.transforms.features import compute_row_features, finish_batch
     logging.getLogger("shardguard").setLevel(logging.WARNING)
     shards = shard_set(a.images, shards=max(1, a.images // 500), size=512)
     data = [b for p in sorted(shards.glob("*.parquet")) for b in pq.read_table(p, columns=["jpg"]).column(0).to_pylist()]
@@ -52,10 +52,13 @@ def main() -> None:
             im.load()
 
     def stage(exact):
-        def go():
-            for i, b in enumerate(data):
-                compute_row_features({"row": i, "key": str(i), "key_derived": False, "url": None, "caption": None,
-                                      "status": "success", "image": b}, ("md5", "phash"), 10**9, None, exact)
+        def go():  # as the features DoFn runs it: 64-row batches, pHash hashed per batch
+            for start in range(0, len(data), 64):
+                recs = [compute_row_features({"row": i, "key": str(i), "key_derived": False, "url": None,
+                                              "caption": None, "status": "success", "image": b},
+                                             ("md5", "phash"), 10**9, None, exact, defer=True)[0]
+                        for i, b in enumerate(data[start:start + 64], start)]
+                finish_batch(recs)
         return go
 
     def beam_scan():

@@ -28,10 +28,15 @@ def phash_from_gray32(pixels: np.ndarray) -> str:
     return bits_to_hex(low > np.median(low))
 
 
+def phash_input(gray: Image.Image) -> np.ndarray:
+    """The 32×32 uint8 array pHash reads (imagehash's own resize)."""
+    size = PHASH_SIZE * PHASH_HIGHFREQ
+    return np.asarray(gray.resize((size, size), _RESAMPLE))
+
+
 def phash(gray: Image.Image) -> str:
     """pHash of a grayscale ("L") image, identical to ``str(imagehash.phash(img))``."""
-    size = PHASH_SIZE * PHASH_HIGHFREQ
-    return phash_from_gray32(np.asarray(gray.resize((size, size), _RESAMPLE)))
+    return phash_from_gray32(phash_input(gray))
 
 
 def dhash_from_gray9x8(pixels: np.ndarray) -> str:
@@ -39,9 +44,14 @@ def dhash_from_gray9x8(pixels: np.ndarray) -> str:
     return bits_to_hex(pixels[:, 1:] > pixels[:, :-1])
 
 
+def dhash_input(gray: Image.Image) -> np.ndarray:
+    """The 8×9 uint8 array dHash reads (imagehash's own resize)."""
+    return np.asarray(gray.resize((PHASH_SIZE + 1, PHASH_SIZE), _RESAMPLE))
+
+
 def dhash(gray: Image.Image) -> str:
     """dHash of a grayscale ("L") image, identical to ``str(imagehash.dhash(img))``."""
-    return dhash_from_gray9x8(np.asarray(gray.resize((PHASH_SIZE + 1, PHASH_SIZE), _RESAMPLE)))
+    return dhash_from_gray9x8(dhash_input(gray))
 
 
 def pdq(rgb: Image.Image) -> tuple[str, int]:

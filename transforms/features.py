@@ -83,12 +83,16 @@ def draft_size(hash_names, clip_size: int | None, exact: bool) -> int | None:
     return max(HASH_MIN_SIDE, clip_size or 0)
 
 
+BATCHED = ("phash", "dhash")  # hashed for a whole batch at once by finish_batch (bit-identical)
+
+
 def compute_row_features(row: dict, hash_names: tuple[str, ...], max_pixels: int,
-                         clip_size: int | None = None, exact: bool = True):
+                         clip_size: int | None = None, exact: bool = True, defer: bool = False):
     """(features record, CLIP pixels or None) of one input row (see module doc).
 
     Never raises for bad image data. ``clip_size`` asks for the centre-cropped uint8 pixels the
-    embedding stage needs, cut from the same decoded image as the hashes.
+    embedding stage needs, cut from the same decoded image as the hashes. With ``defer``, pHash and
+    dHash are left as resized arrays for ``finish_batch`` to hash in one vectorised step.
     """
     if row.get("member_error"):
         cls, msg = row["member_error"]
@@ -112,7 +116,12 @@ def compute_row_features(row: dict, hash_names: tuple[str, ...], max_pixels: int
                    error_message=str(exc)[:500])
         return rec, None
     for name in hash_names:
-        if name not in CRYPTO_TYPES:
+        if defer and name in BATCHED:
+            from shardguard.indexes import imagehashes
+
+            src = img.gray if img.exact else img.hash_gray
+            rec[f"_{name}_input"] = (imagehashes.phash_input if name == "phash" else imagehashes.dhash_input)(src)
+        elif name not in CRYPTO_TYPES:
             rec.update(HASH_TYPES[name].compute(img))
     rec.update(status=OK, width=img.width, height=img.height, source_mode=img.source_mode)
     pixels = None
@@ -121,6 +130,21 @@ def compute_row_features(row: dict, hash_names: tuple[str, ...], max_pixels: int
 
         pixels = clip_pixels(img.rgb, clip_size)
     return rec, pixels
+
+
+def finish_batch(records: list[dict]) -> None:
+    """Hash the deferred pHash/dHash inputs of a batch of records in place (vectorised DCT;
+    bit-identical to the per-image functions, tested)."""
+    import numpy as np
+
+    from shardguard.indexes import imagehashes
+
+    for name, kernel in (("phash", imagehashes.phash_batch), ("dhash", imagehashes.dhash_batch)):
+        key = f"_{name}_input"
+        todo = [r for r in records if key in r]
+        if todo:
+            for r, h in zip(todo, kernel(np.stack([r.pop(key) for r in todo]))):
+                r[name] = h
 
 
 class _BytesOnly:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
-from shardguard.transforms.features import OK, compute_row_features, error_record
+from shardguard.transforms.features import OK, compute_row_features, error_record, finish_batch
 
 DEAD_LETTER = "dead_letter"
 TO_EMBED = "to_embed"
@@ -36,7 +36,7 @@ class ComputeFeaturesFn(beam.DoFn):
                                    f"shard has no image column {row['missing_image_column']!r}")
             else:
                 rec, pixels = compute_row_features(row, self._hashes, self._max_pixels, self._clip_size,
-                                                   self._exact)
+                                                   self._exact, defer=True)
         except Exception as exc:  # noqa: BLE001 - never lose a row to an unexpected library error
             rec = error_record(row, "features", type(exc).__name__, str(exc))
         return rec, pixels
@@ -44,8 +44,9 @@ class ComputeFeaturesFn(beam.DoFn):
     def process(self, element):
         shard, rows = element
         ok, failed = [], []
-        for row in rows if isinstance(rows, list) else [rows]:
-            rec, pixels = self._one(row)
+        done = [(row, *self._one(row)) for row in (rows if isinstance(rows, list) else [rows])]
+        finish_batch([rec for _, rec, _ in done])
+        for row, rec, pixels in done:
             if rec["status"] != OK:
                 Metrics.counter(rec["error_stage"], f"failed_{rec['error_class']}").inc()
                 failed.append(rec)
