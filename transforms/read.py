@@ -90,7 +90,7 @@ class PlanShardFn(beam.DoFn):
 
 
 class ReadShardRowsFn(beam.DoFn):
-    """Wraps ``iter_rows``: (shard, [rows]) elements, plus ``info`` and ``failed`` outputs."""
+    """Wraps the shard readers: (shard, [rows]) elements, plus ``info`` and ``failed`` outputs."""
 
     def __init__(self, columns: ColumnNames):
         self._cols = columns
@@ -107,8 +107,8 @@ class ReadShardRowsFn(beam.DoFn):
             return
         try:
             if spec.get("format") == "webdataset":
-                info = dict(spec, **wds_shards.shard_metadata(spec["path"], shard, self._cols))
-                rows = wds_shards.iter_rows(spec["path"], shard, self._cols)
+                meta, rows = wds_shards.read_shard(spec["path"], shard, self._cols)
+                info = dict(spec, **meta)
             else:
                 info = dict(spec, **parquet_shards.shard_metadata(spec["path"]))
                 rows = parquet_shards.iter_rows(spec["path"], shard, self._cols)

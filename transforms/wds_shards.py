@@ -15,6 +15,7 @@ import io
 import posixpath
 import tarfile
 from dataclasses import dataclass, field
+from typing import Iterator
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -115,12 +116,26 @@ def plan_rows(tar_path: str, shard: str, cols: ColumnNames, idx: TarIndex) -> li
     return rows
 
 
-def iter_rows(tar_path: str, shard: str, cols: ColumnNames):
-    """Yield each input row with its image bytes (None when the tar has none for it)."""
+def read_shard(tar_path: str, shard: str, cols: ColumnNames) -> tuple[dict, Iterator[dict]]:
+    """(shard info, rows) from one pass over the tar's headers and one read of its metadata; the
+    rows generator then extracts each image (None when the tar has none for the row)."""
     raw, tf = _open_tar(tar_path)
     try:
         idx = index_tar(tf, cols.image)
-        for r in plan_rows(tar_path, shard, cols, idx):
+        planned = plan_rows(tar_path, shard, cols, idx)
+    except BaseException:
+        tf.close()
+        raw.close()
+        raise
+    meta = metadata_path(tar_path)
+    info = {"num_rows": len(planned), "format": "webdataset", "compression": "snappy",
+            "metadata_path": meta if fileio.exists(meta) else None}
+    return info, _rows(raw, tf, idx, planned, cols)
+
+
+def _rows(raw, tf, idx: TarIndex, planned: list[dict], cols: ColumnNames):
+    try:
+        for r in planned:
             tk = r.pop("tar_key")
             if tk in idx.bad:
                 r["member_error"] = idx.bad[tk]
@@ -136,20 +151,6 @@ def iter_rows(tar_path: str, shard: str, cols: ColumnNames):
     finally:
         tf.close()
         raw.close()
-
-
-def shard_metadata(tar_path: str, shard: str, cols: ColumnNames) -> dict:
-    """Row count and layout of a webdataset shard (reads headers and metadata only)."""
-    raw, tf = _open_tar(tar_path)
-    try:
-        idx = index_tar(tf, cols.image)
-        n = len(plan_rows(tar_path, shard, cols, idx))
-    finally:
-        tf.close()
-        raw.close()
-    meta = metadata_path(tar_path)
-    return {"num_rows": n, "format": "webdataset", "compression": "snappy",
-            "metadata_path": meta if fileio.exists(meta) else None}
 
 
 def write_filtered_copy(tar_path: str, shard: str, cols: ColumnNames, dst_tar: str,
