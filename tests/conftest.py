@@ -53,7 +53,7 @@ def sample_list_flags(sample_dir: Path) -> list[str]:
             "--hash-list", f"md5={lists / 'known-bad-md5.txt'}"]
 
 
-def test_pipeline():
+def beam_test_pipeline():
     """A TestPipeline on the in-process runner (the default DirectRunner would fetch Prism)."""
     from apache_beam.testing.test_pipeline import TestPipeline
 

@@ -1,6 +1,7 @@
 """End-to-end scans of the seeded sample: decisions, accounting, byte-identity, resume, runners."""
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 
@@ -83,8 +84,10 @@ def test_manifest_records_provenance(scanned):
     assert {l["name"] for l in m["lists"]} == {"known-bad-pdq", "known-bad-phash", "known-bad-md5"}
     for l in m["lists"]:
         assert len(l["fingerprint"]) == 64 and l["source"]["sha256"] and "entries.parquet" in l["files"]
+    for s in m["shards"]:  # fingerprints are of the input files, however they were taken
+        data = open(s["input"]["path"], "rb").read()
+        assert s["input"]["sha256"] == hashlib.sha256(data).hexdigest() and s["input"]["size"] == len(data)
     s = m["shards"][0]
-    assert len(s["input"]["sha256"]) == 64 and s["input"]["size"] > 0
     for o in s["outputs"].values():
         assert (out / o["path"]).exists() and len(o["sha256"]) == 64
     assert m["libraries"]["apache-beam"]

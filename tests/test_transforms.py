@@ -5,7 +5,7 @@ import apache_beam as beam
 import imagehash
 from apache_beam.testing.util import assert_that, equal_to
 
-from conftest import test_pipeline
+from conftest import beam_test_pipeline
 from shardguard.pipelines.sample_data import encode, make_image
 from shardguard.transforms.decide import decide
 from shardguard.transforms.decode import decode_image
@@ -21,7 +21,7 @@ def test_compute_features_routes_every_row():
     good = encode(make_image(3))
     rows = [_row(0, good), _row(1, b"<html>"), _row(2, None, "failed_to_download")]
     want_phash = str(imagehash.phash(decode_image(good).rgb))
-    with test_pipeline() as p:
+    with beam_test_pipeline() as p:
         out = (p | beam.Create(rows) | ComputeFeatures(("md5", "phash"), 10_000_000)
                | beam.FlatMap(lambda kv: [(r["row"], r["status"], r["error_class"], r["phash"], "image" in r)
                                           for r in kv[1]]))

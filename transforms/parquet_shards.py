@@ -109,13 +109,51 @@ def _row(row: int, key: tuple[str, bool], values: dict, cols: ColumnNames, names
     return out
 
 
+def layout_digest(md: pq.FileMetaData) -> str:
+    """sha256 of a parquet footer's content (row groups, column chunk offsets, sizes, statistics):
+    it changes when the file is rewritten, so a copy can prove it is the file whose rows were read."""
+    import json
+
+    return hashlib.sha256(json.dumps(md.to_dict(), sort_keys=True, default=str).encode()).hexdigest()
+
+
 def shard_metadata(path: str) -> dict:
-    """Row count, column names and compression of a shard (reads only the footer)."""
+    """Row count, column names, compression and footer digest of a shard (reads only the footer)."""
     with open_parquet(path) as pf:
         md = pf.metadata
         codec = md.row_group(0).column(0).compression.lower() if md.num_row_groups and md.num_columns else "snappy"
         return {"num_rows": md.num_rows, "columns": pf.schema_arrow.names, "compression": codec,
-                "format": "parquet"}
+                "format": "parquet", "layout_sha256": layout_digest(md), "footer_size": md.serialized_size}
+
+
+class ShardChanged(ValueError):
+    """The input file is not the one whose rows were read (rewritten during the run)."""
+
+
+_COPY_CHUNK = 8 << 20
+
+
+def copy_unchanged(src: str, dst: str, layout_sha256: str, footer_size: int) -> tuple[str, int]:
+    """Copy a shard whose rows are all kept byte for byte (its clean shard is the input file);
+    return (sha256, size), which are then also the input's fingerprint, so a clean shard costs one
+    read. The footer inside the copied bytes must match the one seen when its rows were read, or
+    ShardChanged is raised and nothing appears at ``dst``: a file rewritten mid-run is never
+    published as clean without having been scanned.
+    """
+    digest, size, tail = hashlib.sha256(), 0, b""
+    with FileSystems.open(src, compression_type="uncompressed") as f, fileio.atomic_writer(dst) as out:
+        while chunk := f.read(_COPY_CHUNK):
+            digest.update(chunk)
+            out.write(chunk)
+            size += len(chunk)
+            tail = (tail + chunk)[-(footer_size + 8):] if len(chunk) < footer_size + 8 else chunk[-(footer_size + 8):]
+        try:  # the footer is the last footer_size + 8 bytes; b"PAR1" stands in for the file head
+            same = layout_digest(pq.read_metadata(pa.BufferReader(b"PAR1" + tail))) == layout_sha256
+        except Exception:  # noqa: BLE001 - an unparsable tail is a changed file
+            same = False
+        if not same:
+            raise ShardChanged(f"{src} changed after its rows were read (footer differs); not copied")
+    return digest.hexdigest(), size
 
 
 ROW_GROUP_BYTES = 64 << 20  # clean shards: row groups of about this size (bounded memory)

@@ -1,7 +1,8 @@
 """Read stage: plan which shards need work, then stream each shard's rows.
 
-``PlanShards`` fingerprints each input (sha256 and size, one streaming pass) and skips a shard whose
-finished summary records the same input and config fingerprints (``--force`` redoes it).
+``PlanShards`` skips a shard whose finished summary records the same input fingerprint (sha256 and
+size, one streaming pass, taken only where such a summary exists) and config fingerprint
+(``--force`` redoes it).
 ``ReadShardRows`` emits one element per input row, keyed by shard, plus a per-shard ``info`` output
 (row count, columns, compression) and a ``failed`` dead-letter output for shards that cannot be read.
 """
@@ -54,13 +55,18 @@ def is_done(output_dir: str, shard: str, input_sha256: str, config_fp: str) -> b
 
 
 def plan_shard(spec: dict, output_dir: str, config_fp: str, force: bool) -> tuple[str, dict]:
-    """(``"todo"`` or ``"done"``, spec with the input fingerprint) for one shard.
+    """(``"todo"`` or ``"done"``, spec, with the input fingerprint where it was needed) for one shard.
 
-    The fingerprint is the input's sha256 (one streaming read), or, in a re-filter, the sha256 the
-    parent recorded (``parent_sha256``): the input is then read only if its clean rows change.
+    In a re-filter the fingerprint is the sha256 the parent recorded (``parent_sha256``): the input
+    is then read only if its clean rows change. In a scan it is needed here only to decide whether
+    an earlier summary still holds; a shard with none (a first run, or ``--force``) is fingerprinted
+    in the write stage instead, where a shard with every row kept gets it from its clean copy for
+    free (one read of the input fewer).
     """
     if "parent_sha256" in spec:
         spec = dict(spec, sha256=spec["parent_sha256"], size=spec.get("parent_size"))
+    elif force or not fileio.exists(summary_path(output_dir, spec["shard"])):
+        return "todo", spec
     else:
         try:
             sha, size = input_fingerprint(spec)

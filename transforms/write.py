@@ -1,7 +1,8 @@
 """Verdict stage, part 2: decide each row and write the shard's outputs, summary last.
 
 Per shard: ``features/``, ``removed/``, ``review/``, ``errors/`` (records, sorted by row) and
-``clean/`` (the input's kept rows, copied from the input file with schema, order and values intact),
+``clean/`` (the input's kept rows, copied from the input file with schema, order and values intact;
+the input file itself when every row is kept),
 then ``shards/<shard>.json``, the summary that marks the shard done. Every file is written atomically,
 and the summary only after all the others, so a crash never leaves a shard that looks done.
 """
@@ -18,7 +19,7 @@ from shardguard.transforms import records
 from shardguard.transforms.decide import ERROR, KEEP, QUARANTINE, REMOVE, decide
 from shardguard.transforms.features import features_table
 from shardguard.transforms import wds_shards
-from shardguard.transforms.parquet_shards import shard_metadata, write_filtered_copy
+from shardguard.transforms.parquet_shards import copy_unchanged, shard_metadata, write_filtered_copy
 from shardguard.transforms.read import input_fingerprint, summary_path
 
 _LOG = logging.getLogger(__name__)
@@ -77,33 +78,61 @@ def clean_paths(output_dir: str, shard: str, fmt: str | None) -> dict[str, str]:
     return {"clean": output_path(output_dir, "clean", shard)}
 
 
-def write_clean(info: dict, keep: set[int], dst: dict[str, str], cols) -> dict:
-    """Write the clean shard file(s); return ``{kind: {"sha256", "rows"}}``.
+def _fingerprint(info: dict) -> tuple[str, int]:
+    """The input's (sha256, size): as planned, or taken now (a first scan defers it to here)."""
+    if info.get("sha256"):
+        return info["sha256"], info.get("size")
+    try:
+        return input_fingerprint(info)
+    except Exception as exc:  # noqa: BLE001 - any unreadable input is the same failure
+        raise InputChanged(f"input {info['path']} cannot be read: {type(exc).__name__}: {exc}"[:500]) from None
+
+
+def _copy_whole(info: dict, dst: str) -> tuple[str, int]:
+    """Every row kept: the clean shard is the input file, copied byte for byte in one pass that
+    also fingerprints the input (a filtered re-encode plus a separate hashing pass cost ~3× as
+    much, benchmarks/RESULTS.md). A re-filter checks the bytes against the parent's sha256; a scan
+    checks the copied footer against the one its rows were read from."""
+    try:
+        if info.get("verify_input"):
+            return fileio.copy_verified(info["path"], dst, info["sha256"]), info.get("size")
+        sha, size = copy_unchanged(info["path"], dst, info["layout_sha256"], info["footer_size"])
+    except (ValueError, OSError) as exc:
+        raise InputChanged(f"input {info['path']} changed during the run or since the parent run: "
+                           f"{type(exc).__name__}: {exc}"[:500]) from None
+    if info.get("sha256") and sha != info["sha256"]:  # planned fingerprint (a rerun) no longer holds
+        raise InputChanged(f"input {info['path']} changed since it was planned (sha256 {sha[:16]}…)")
+    return sha, size
+
+
+def write_clean(info: dict, keep: set[int], dst: dict[str, str], cols) -> tuple[dict, tuple[str, int]]:
+    """Write the clean shard file(s); return ``({kind: {"sha256", "rows"}}, (input sha256, size))``.
 
     In a re-filter whose kept rows equal the parent's, the parent's clean shard is exactly the
     output: it is copied (sha256-checked against the parent manifest) and the input is not read.
-    Otherwise kept rows are copied from the input, which a re-filter first checks against the
-    parent's recorded sha256.
+    A parquet shard with every row kept is copied whole (``_copy_whole``). Otherwise kept rows are
+    copied from the input, after its fingerprint is taken (a re-filter checks it against the
+    parent's recorded sha256).
     """
     parent = info.get("parent_clean")
     if parent and parent["kept_rows"] == sorted(keep):
-        return {kind: {"sha256": fileio.copy_verified(f["path"], dst[kind], f["sha256"]), "rows": f["rows"]}
-                for kind, f in parent["files"].items()}
-    compression = info.get("compression")
-    if info.get("verify_input"):
-        try:
-            sha, _ = input_fingerprint(info)
-        except Exception as exc:  # noqa: BLE001 - any unreadable input is the same failure
-            raise InputChanged(f"input {info['path']} cannot be read: {type(exc).__name__}: {exc}"[:500]) from None
-        if sha != info["sha256"]:
-            raise InputChanged(f"input {info['path']} changed since the parent run (sha256 {sha[:16]}…, "
-                               f"parent recorded {info['sha256'][:16]}…)")
-    if info.get("format") == "webdataset":
-        return wds_shards.write_filtered_copy(info["path"], info["shard"], cols, dst["clean"], keep)
-    if compression is None:
-        compression = shard_metadata(info["path"])["compression"]
-    sha, n = write_filtered_copy(info["path"], dst["clean"], keep, compression)
-    return {"clean": {"sha256": sha, "rows": n}}
+        files = {kind: {"sha256": fileio.copy_verified(f["path"], dst[kind], f["sha256"]), "rows": f["rows"]}
+                 for kind, f in parent["files"].items()}
+        return files, (info["sha256"], info.get("size"))
+    parquet = info.get("format") != "webdataset"
+    if parquet and len(keep) == info.get("num_rows") and (info.get("verify_input") or "layout_sha256" in info):
+        sha, size = _copy_whole(info, dst["clean"])
+        return {"clean": {"sha256": sha, "rows": len(keep)}}, (sha, size)
+    planned = info.get("sha256")
+    sha, size = _fingerprint(dict(info, sha256=None) if info.get("verify_input") else info)
+    if info.get("verify_input") and sha != planned:
+        raise InputChanged(f"input {info['path']} changed since the parent run (sha256 {sha[:16]}…, "
+                           f"parent recorded {planned[:16]}…)")
+    if not parquet:
+        return wds_shards.write_filtered_copy(info["path"], info["shard"], cols, dst["clean"], keep), (sha, size)
+    compression = info.get("compression") or shard_metadata(info["path"])["compression"]
+    csha, n = write_filtered_copy(info["path"], dst["clean"], keep, compression)
+    return {"clean": {"sha256": csha, "rows": n}}, (sha, size)
 
 
 def write_shard(bundle: dict, output_dir: str, settings: dict) -> dict:
@@ -114,6 +143,11 @@ def write_shard(bundle: dict, output_dir: str, settings: dict) -> dict:
     base["input"]["rows"] = info.get("num_rows")
     base["input"]["format"] = info.get("format") or "parquet"
     if bundle["failure"] is not None:
+        if not info.get("sha256") and "open_error" not in info:  # best effort: a failed shard's identity
+            try:
+                base["input"]["sha256"], base["input"]["size"] = input_fingerprint(info)
+            except Exception:  # noqa: BLE001 - unreadable: the failure already says so
+                pass
         return _write_failed(base, bundle["failure"], output_dir)
     feats = bundle["features"]
     verdicts = [decide(f, m, settings["actions"], settings["on_error"])
@@ -136,7 +170,9 @@ def write_shard(bundle: dict, output_dir: str, settings: dict) -> dict:
     keep = {v["row"] for v in verdicts if v["verdict"] == KEEP}
     dst = clean_paths(output_dir, shard, info.get("format"))
     try:
-        out.update(write_clean(info, keep, dst, settings["columns"]))
+        clean, (sha, size) = write_clean(info, keep, dst, settings["columns"])
+        out.update(clean)
+        base["input"].update(sha256=sha, size=size)
     except InputChanged as exc:
         return _write_failed(base, {"stage": "write-clean", "error_class": "InputChanged",
                                     "message": str(exc)}, output_dir)
