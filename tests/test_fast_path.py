@@ -70,3 +70,21 @@ def test_batched_kernels_bit_identical(n):
     assert imagehashes.dhash_batch(stack9) == [imagehashes.dhash_from_gray9x8(a) for a in stack9]
     real = np.stack([np.asarray(make_image(i, 96).convert("L").resize((32, 32))) for i in range(n)])
     assert imagehashes.phash_batch(real) == [imagehashes.phash_from_gray32(a) for a in real]
+
+
+@pytest.mark.parametrize("orientation", [1, 6])
+def test_fast_decode_reports_full_resolution_dimensions(orientation):
+    import io
+
+    from PIL import Image
+
+    img = make_image(3, 512).resize((520, 300))
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    buf = io.BytesIO()
+    img.save(buf, format="JPEG", quality=85, exif=exif)
+    want = (520, 300) if orientation == 1 else (300, 520)  # 6: a quarter turn swaps the sides
+    for exact in (True, False):
+        rec, _ = compute_row_features(_row(buf.getvalue()), ("phash",), 10**9, None, exact=exact)
+        assert (rec["width"], rec["height"]) == want, (exact, rec["width"], rec["height"])
+    assert decode_image(buf.getvalue(), exact=False, draft_size=64).rgb.width < 300  # it was a draft

@@ -43,16 +43,17 @@ class DecodedImage:
     source_mode: str
     frames: int
     exact: bool = True
+    size: tuple[int, int] | None = None  # full-resolution (width, height) when ``rgb`` is a draft
 
     @property
     def width(self) -> int:
-        """Width after EXIF orientation."""
-        return self.rgb.width
+        """Full-resolution width after EXIF orientation (also when ``rgb`` is a reduced draft)."""
+        return self.size[0] if self.size else self.rgb.width
 
     @property
     def height(self) -> int:
-        """Height after EXIF orientation."""
-        return self.rgb.height
+        """Full-resolution height after EXIF orientation (also when ``rgb`` is a reduced draft)."""
+        return self.size[1] if self.size else self.rgb.height
 
     @cached_property
     def gray(self) -> Image.Image:
@@ -121,13 +122,17 @@ def decode_image(data: bytes | None, max_pixels: int = DEFAULT_MAX_PIXELS, *, ex
     img = _open(data, max_pixels)
     try:
         source_mode, frames = img.mode, int(getattr(img, "n_frames", 1) or 1)
+        size = img.size  # before any draft: records report the image's real dimensions
         if not exact and draft_size and img.format == "JPEG":
             img.draft(img.mode if img.mode in ("L", "CMYK") else "RGB", (draft_size, draft_size))
         if frames > 1:
             img.seek(0)  # first frame: what a thumbnail or a training loader would show
         img.load()
-        if img.getexif().get(_ORIENTATION, 1) != 1:  # skip the copy exif_transpose makes otherwise
+        orientation = img.getexif().get(_ORIENTATION, 1)
+        if orientation != 1:  # skip the copy exif_transpose makes otherwise
             img = ImageOps.exif_transpose(img) or img
+            if orientation in (5, 6, 7, 8):  # quarter turns swap the sides
+                size = size[::-1]
         rgb = _to_rgb(img)
         rgb.load()
     except DecodeError:
@@ -140,4 +145,4 @@ def decode_image(data: bytes | None, max_pixels: int = DEFAULT_MAX_PIXELS, *, ex
         raise DecodeError(_classify(exc), f"{type(exc).__name__}: {str(exc)[:200]}") from None
     except Exception as exc:  # noqa: BLE001 - Pillow's plugins raise KeyError, struct.error, ZeroDivisionError… on hostile files
         raise DecodeError("corrupt", f"{type(exc).__name__}: {str(exc)[:200]}") from None
-    return DecodedImage(data=data, rgb=rgb, source_mode=source_mode, frames=frames, exact=exact)
+    return DecodedImage(data=data, rgb=rgb, source_mode=source_mode, frames=frames, exact=exact, size=tuple(size))
