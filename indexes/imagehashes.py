@@ -28,6 +28,11 @@ def phash_from_gray32(pixels: np.ndarray) -> str:
     return bits_to_hex(low > np.median(low))
 
 
+def resize_gray(gray: np.ndarray, width: int, height: int) -> np.ndarray:
+    """A uint8 grayscale array resized as imagehash resizes (Pillow LANCZOS)."""
+    return np.asarray(Image.fromarray(gray).resize((width, height), _RESAMPLE))
+
+
 def phash_input(gray: Image.Image) -> np.ndarray:
     """The 32×32 uint8 array pHash reads (imagehash's own resize)."""
     size = PHASH_SIZE * PHASH_HIGHFREQ

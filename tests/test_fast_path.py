@@ -88,3 +88,33 @@ def test_fast_decode_reports_full_resolution_dimensions(orientation):
         rec, _ = compute_row_features(_row(buf.getvalue()), ("phash",), 10**9, None, exact=exact)
         assert (rec["width"], rec["height"]) == want, (exact, rec["width"], rec["height"])
     assert decode_image(buf.getvalue(), exact=False, draft_size=64).rgb.width < 300  # it was a draft
+
+
+@pytest.mark.parametrize("h,w", [(64, 64), (64, 86), (86, 64), (128, 171), (33, 40), (32, 32), (17, 9),
+                                 (255, 128), (256, 256), (64, 48), (9, 8)])
+def test_batched_lanczos_equals_pillow_bit_for_bit(h, w):
+    from PIL import Image
+
+    from shardguard.indexes import lanczos
+
+    rng = np.random.default_rng(h * 1000 + w)
+    noise = rng.integers(0, 256, (6, h, w), dtype=np.uint8)
+    binary = (rng.integers(0, 2, (6, h, w)) * 255).astype(np.uint8)  # clipping at both ends
+    smooth = np.stack([np.asarray(make_image(i, 96).convert("L").resize((w, h))) for i in range(6)])
+    for stack in (noise, binary, smooth):
+        for ow, oh in ((32, 32), (9, 8)):
+            want = np.stack([np.asarray(Image.fromarray(a).resize((ow, oh), Image.Resampling.LANCZOS)) for a in stack])
+            np.testing.assert_array_equal(lanczos.resize_batch(stack, ow, oh), want)
+
+
+@pytest.mark.parametrize("exact", [True, False])
+def test_deferred_batch_hashes_equal_per_row_hashes(exact):
+    from shardguard.transforms.features import finish_batch
+
+    sizes = [(64, 64), (300, 200), (512, 512), (700, 300), (90, 60)] * 3  # mixed shapes, both resize paths
+    rows = [_row(encode(make_image(i, 96).resize(s), quality=85)) for i, s in enumerate(sizes)]
+    hashes = ("md5", "phash", "dhash")
+    deferred = [compute_row_features(r, hashes, 10**9, None, exact=exact, defer=True)[0] for r in rows]
+    finish_batch(deferred)
+    direct = [compute_row_features(r, hashes, 10**9, None, exact=exact)[0] for r in rows]
+    assert deferred == direct
