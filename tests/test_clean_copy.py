@@ -63,3 +63,20 @@ def test_scan_of_clean_shards_copies_inputs_byte_for_byte(tmp_path):
         assert s["counts"]["kept"] == s["counts"]["rows_in"] == 60
         assert (out / s["outputs"]["clean"]["path"]).read_bytes() == data
         assert s["input"]["sha256"] == s["outputs"]["clean"]["sha256"] == hashlib.sha256(data).hexdigest()
+
+
+def test_refilter_copy_of_a_fully_kept_shard_checks_the_parent_sha(tmp_path):
+    from shardguard.transforms.write import InputChanged, write_clean
+
+    src = _shard(tmp_path / "a.parquet", 40)
+    data = src.read_bytes()
+    info = {"path": str(src), "shard": "a", "num_rows": 40, "verify_input": True, "format": "parquet",
+            "sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
+    dst = {"clean": str(tmp_path / "out" / "a.parquet")}
+    (tmp_path / "out").mkdir()
+    files, (sha, size) = write_clean(info, set(range(40)), dst, None)
+    assert (tmp_path / "out" / "a.parquet").read_bytes() == data and sha == files["clean"]["sha256"]
+    (tmp_path / "out" / "a.parquet").unlink()
+    with pytest.raises(InputChanged):
+        write_clean(dict(info, sha256="0" * 64), set(range(40)), dst, None)
+    assert not list((tmp_path / "out").iterdir())
