@@ -80,3 +80,19 @@ def test_refilter_copy_of_a_fully_kept_shard_checks_the_parent_sha(tmp_path):
     with pytest.raises(InputChanged):
         write_clean(dict(info, sha256="0" * 64), set(range(40)), dst, None)
     assert not list((tmp_path / "out").iterdir())
+
+
+def test_a_partly_kept_shard_rewritten_after_its_rows_were_read_fails_closed(tmp_path):
+    from shardguard.transforms.write import InputChanged, write_clean
+
+    src = _shard(tmp_path / "a.parquet", 40)
+    info = dict(shard_metadata(str(src)), path=str(src), shard="a")
+    (tmp_path / "out").mkdir()
+    dst = {"clean": str(tmp_path / "out" / "a.parquet")}
+    files, (sha, _) = write_clean(info, set(range(0, 40, 2)), dst, None)  # unchanged: copies 20 rows
+    assert files["clean"]["rows"] == 20 and sha == hashlib.sha256(src.read_bytes()).hexdigest()
+    (tmp_path / "out" / "a.parquet").unlink()
+    _shard(src, 40, seed=5)  # rewritten: same row count, other images at the kept positions
+    with pytest.raises(InputChanged, match="changed after its rows were read"):
+        write_clean(info, set(range(0, 40, 2)), dst, None)
+    assert not list((tmp_path / "out").iterdir())

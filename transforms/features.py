@@ -133,9 +133,6 @@ def compute_row_features(row: dict, hash_names: tuple[str, ...], max_pixels: int
     return rec, pixels
 
 
-_BATCH_KERNELS = {"phash": ((32, 32), "phash_batch"), "dhash": ((9, 8), "dhash_batch")}
-
-
 def finish_batch(records: list[dict]) -> None:
     """Hash the deferred pHash/dHash inputs of a batch of records in place: same-sized grayscale
     images are resized together (``indexes/lanczos.py``) and hashed with one vectorised DCT;
@@ -144,13 +141,14 @@ def finish_batch(records: list[dict]) -> None:
 
     from shardguard.indexes import imagehashes, lanczos
 
+    kernels = {"phash": ((32, 32), imagehashes.phash_batch), "dhash": ((9, 8), imagehashes.dhash_batch)}
     groups: dict[tuple, list[dict]] = {}
     for r in records:
         if "_gray" in r:
             groups.setdefault(r["_gray"].shape, []).append(r)
     for shape, todo in groups.items():
         grays = [r.pop("_gray") for r in todo]
-        for name, ((w, h), kernel) in _BATCH_KERNELS.items():
+        for name, ((w, h), kernel) in kernels.items():
             rows = [(r, g) for r, g in zip(todo, grays) if name in r["_batched"]]
             if not rows:
                 continue
@@ -158,7 +156,7 @@ def finish_batch(records: list[dict]) -> None:
                 small = lanczos.resize_batch(np.stack([g for _, g in rows]), w, h)
             else:  # large (exact-mode) images: Pillow's sparse resize beats a dense product
                 small = np.stack([imagehashes.resize_gray(g, w, h) for _, g in rows])
-            for (r, _), value in zip(rows, getattr(imagehashes, kernel)(small)):
+            for (r, _), value in zip(rows, kernel(small)):
                 r[name] = value
         for r in todo:
             del r["_batched"]

@@ -159,9 +159,13 @@ def copy_unchanged(src: str, dst: str, layout_sha256: str, footer_size: int) -> 
 ROW_GROUP_BYTES = 64 << 20  # clean shards: row groups of about this size (bounded memory)
 
 
-def write_filtered_copy(src: str, dst: str, keep_rows: set[int], compression: str) -> tuple[str, int]:
+def write_filtered_copy(src: str, dst: str, keep_rows: set[int], compression: str,
+                        layout_sha256: str | None = None) -> tuple[str, int]:
     """Copy the rows of ``src`` whose position is in ``keep_rows`` to ``dst`` atomically, with the
     input's schema (and its metadata), column order and values; return (sha256, rows written).
+    With ``layout_sha256`` (the footer digest seen when the rows were read), a file rewritten since
+    raises ShardChanged before anything is written: rows are kept by position, so positions must
+    still mean the rows that were scanned.
 
     Kept rows are buffered into row groups of about ``ROW_GROUP_BYTES`` (writing one per read batch
     would make thousands of tiny row groups and be slow to write and to read).
@@ -169,8 +173,17 @@ def write_filtered_copy(src: str, dst: str, keep_rows: set[int], compression: st
     import numpy as np
 
     keep = np.array(sorted(keep_rows), dtype=np.int64)
+    with open_parquet(src) as pf:
+        if layout_sha256 and layout_digest(pf.metadata) != layout_sha256:
+            raise ShardChanged(f"{src} changed after its rows were read (footer differs); not copied")
+        return _copy_rows(pf, dst, keep, compression)
+
+
+def _copy_rows(pf: pq.ParquetFile, dst: str, keep, compression: str) -> tuple[str, int]:
+    import numpy as np
+
     written, start = 0, 0
-    with open_parquet(src) as pf, fileio.atomic_writer(dst) as out:
+    with fileio.atomic_writer(dst) as out:
         sink = _HashingSink(out)
         buffered = io.BufferedWriter(sink, buffer_size=8 << 20)
         writer = pq.ParquetWriter(pa.PythonFile(buffered, mode="w"), pf.schema_arrow,

@@ -19,7 +19,8 @@ from shardguard.transforms import records
 from shardguard.transforms.decide import ERROR, KEEP, QUARANTINE, REMOVE, decide
 from shardguard.transforms.features import features_table
 from shardguard.transforms import wds_shards
-from shardguard.transforms.parquet_shards import copy_unchanged, shard_metadata, write_filtered_copy
+from shardguard.transforms.parquet_shards import (ShardChanged, copy_unchanged, shard_metadata,
+                                                  write_filtered_copy)
 from shardguard.transforms.read import input_fingerprint, summary_path
 
 _LOG = logging.getLogger(__name__)
@@ -78,10 +79,8 @@ def clean_paths(output_dir: str, shard: str, fmt: str | None) -> dict[str, str]:
     return {"clean": output_path(output_dir, "clean", shard)}
 
 
-def _fingerprint(info: dict) -> tuple[str, int]:
-    """The input's (sha256, size): as planned, or taken now (a first scan defers it to here)."""
-    if info.get("sha256"):
-        return info["sha256"], info.get("size")
+def _read_fingerprint(info: dict) -> tuple[str, int]:
+    """The input's (sha256, size), read now; an unreadable input fails the shard."""
     try:
         return input_fingerprint(info)
     except Exception as exc:  # noqa: BLE001 - any unreadable input is the same failure
@@ -124,14 +123,20 @@ def write_clean(info: dict, keep: set[int], dst: dict[str, str], cols) -> tuple[
         sha, size = _copy_whole(info, dst["clean"])
         return {"clean": {"sha256": sha, "rows": len(keep)}}, (sha, size)
     planned = info.get("sha256")
-    sha, size = _fingerprint(dict(info, sha256=None) if info.get("verify_input") else info)
-    if info.get("verify_input") and sha != planned:
-        raise InputChanged(f"input {info['path']} changed since the parent run (sha256 {sha[:16]}…, "
-                           f"parent recorded {planned[:16]}…)")
+    if planned and not info.get("verify_input"):  # a scan's rerun: fingerprinted at planning
+        sha, size = planned, info.get("size")
+    else:
+        sha, size = _read_fingerprint(info)
+        if info.get("verify_input") and sha != planned:
+            raise InputChanged(f"input {info['path']} changed since the parent run (sha256 {sha[:16]}…, "
+                               f"parent recorded {planned[:16]}…)")
     if not parquet:
         return wds_shards.write_filtered_copy(info["path"], info["shard"], cols, dst["clean"], keep), (sha, size)
     compression = info.get("compression") or shard_metadata(info["path"])["compression"]
-    csha, n = write_filtered_copy(info["path"], dst["clean"], keep, compression)
+    try:
+        csha, n = write_filtered_copy(info["path"], dst["clean"], keep, compression, info.get("layout_sha256"))
+    except ShardChanged as exc:
+        raise InputChanged(str(exc)[:500]) from None
     return {"clean": {"sha256": csha, "rows": n}}, (sha, size)
 
 
