@@ -54,18 +54,29 @@ def coefficients(in_size: int, out_size: int) -> np.ndarray:
     return m
 
 
+_SCALE = 1.0 / (1 << PRECISION_BITS)  # a power of two: multiplying by it is exact, like the shift
+_HALF = float(1 << (PRECISION_BITS - 1))
+
+
 def _clip8(acc: np.ndarray) -> np.ndarray:
-    # Pillow: (acc + 2**21) >> 22, clamped to 0..255 (an arithmetic shift is a floor division)
-    return np.clip(np.floor((acc + (1 << (PRECISION_BITS - 1))) / (1 << PRECISION_BITS)), 0, 255)
+    # Pillow: (acc + 2**21) >> 22, clamped to 0..255 (an arithmetic shift is a floor division);
+    # in place, since the products are temporaries
+    acc += _HALF
+    acc *= _SCALE
+    np.floor(acc, out=acc)
+    return np.clip(acc, 0, 255, out=acc)
 
 
 def resize_batch(stack: np.ndarray, out_w: int, out_h: int) -> np.ndarray:
     """``(N, H, W)`` uint8 → ``(N, out_h, out_w)`` uint8, equal to Pillow's
     ``Image.fromarray(a).resize((out_w, out_h), LANCZOS)`` for each image."""
-    _, h, w = stack.shape
+    n, h, w = stack.shape
     x = stack.astype(np.float64)
+    # Each pass is one 2-D product over the whole stack: numpy's stacked (3-D) matmul loops over
+    # the images one small product at a time, ~5× slower for 64-px drafts (measured).
     if out_w != w:
-        x = _clip8(x @ coefficients(w, out_w).T)
+        x = _clip8((x.reshape(n * h, w) @ coefficients(w, out_w).T).reshape(n, h, out_w))
     if out_h != h:
-        x = _clip8(np.matmul(coefficients(h, out_h), x))
+        cols = np.ascontiguousarray(x.transpose(0, 2, 1)).reshape(-1, h)  # (n·width, h)
+        x = _clip8((cols @ coefficients(h, out_h).T).reshape(n, x.shape[2], out_h)).transpose(0, 2, 1)
     return x.astype(np.uint8)

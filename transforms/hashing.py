@@ -4,7 +4,8 @@ from __future__ import annotations
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
-from shardguard.transforms.features import OK, compute_row_features, error_record, finish_batch
+from shardguard.transforms.features import (OK, compute_row_features, error_record, finish_batch,
+                                             pack_records)
 
 DEAD_LETTER = "dead_letter"
 TO_EMBED = "to_embed"
@@ -19,7 +20,8 @@ def attach_embedding(element) -> tuple:
 
 
 class ComputeFeaturesFn(beam.DoFn):
-    """(shard, rows) → (shard, [features records]); failures go to ``dead_letter`` as records;
+    """(shard, rows) → (shard, packed features records: ``pack_records``); failures go to
+    ``dead_letter``, packed the same way;
     with a CLIP model, decoded rows go one by one to ``to_embed`` (RunInference batches them)."""
 
     def __init__(self, hash_names: tuple[str, ...], max_pixels: int, clip_size: int | None = None,
@@ -57,13 +59,14 @@ class ComputeFeaturesFn(beam.DoFn):
                 ok.append(rec)
         self._ok.inc(len(ok))
         if ok:
-            yield shard, ok
+            yield shard, pack_records(ok)
         if failed:
-            yield beam.pvalue.TaggedOutput(DEAD_LETTER, (shard, failed))
+            yield beam.pvalue.TaggedOutput(DEAD_LETTER, (shard, pack_records(failed)))
 
 
 class ComputeFeatures(beam.PTransform):
-    """(shard, rows) PCollection → (shard, [features records]) covering every row, failures included.
+    """(shard, rows) PCollection → (shard, features) covering every row, failures included; a
+    features item is a packed batch or (with CLIP) one record: ``features.unpack_records`` reads both.
 
     Failures are routed through a dead-letter output (counted per class) and then rejoin the main
     output, because every row must reach the verdict stage to be accounted.

@@ -19,6 +19,7 @@ from apache_beam.metrics import Metrics
 from apache_beam.utils.shared import Shared
 
 from shardguard.indexes.matcher import ListMatcher
+from shardguard.transforms.features import unpack_records
 
 _LOG = logging.getLogger(__name__)
 NEIGHBOR_SOURCE = "neighbor-of-known-bad"
@@ -43,8 +44,8 @@ def assemble_shard(shard: str, grouped: dict) -> dict:
         bundle["failure"] = dict(grouped["failed"][0])
         return bundle
     feats = []
-    for item in grouped["features"]:  # a record (scan) or a whole shard's list (re-filter)
-        feats.extend(item if isinstance(item, list) else (item,))
+    for item in grouped["features"]:  # a packed batch or a record (scan), a list (re-filter)
+        feats.extend(unpack_records(item))
     feats.sort(key=lambda r: r["row"])
     expected = info.get("num_rows")
     rows = [r["row"] for r in feats]
