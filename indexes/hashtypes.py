@@ -36,6 +36,9 @@ class ImageLike(Protocol):
     @property
     def hash_gray(self): ...  # noqa: D102 - the "L" image pHash/dHash read (maybe pre-reduced)
 
+    @property
+    def hash_block(self) -> int: ...  # noqa: D102 - full-resolution pixels per hash_gray pixel
+
 
 @dataclass(frozen=True)
 class HashType:
@@ -100,11 +103,11 @@ def _crypto(name: str) -> Callable[[ImageLike], dict]:
 
 
 def _compute_phash(img: ImageLike) -> dict:
-    return {"phash": imagehashes.phash(img.hash_gray)}
+    return {"phash": imagehashes.phash_from_gray32(imagehashes.hash_input(img, 32, 32))}
 
 
 def _compute_dhash(img: ImageLike) -> dict:
-    return {"dhash": imagehashes.dhash(img.hash_gray)}
+    return {"dhash": imagehashes.dhash_from_gray9x8(imagehashes.hash_input(img, 9, 8))}
 
 
 def _compute_pdq(img: ImageLike) -> dict:

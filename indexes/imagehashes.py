@@ -33,6 +33,18 @@ def resize_gray(gray: np.ndarray, width: int, height: int) -> np.ndarray:
     return np.asarray(Image.fromarray(gray).resize((width, height), _RESAMPLE))
 
 
+def hash_input(img, width: int, height: int) -> np.ndarray:
+    """The (height, width) array pHash/dHash read from a decoded image (``hashtypes.ImageLike``):
+    imagehash's LANCZOS resize of ``hash_gray``, or, when ``hash_gray`` is a reduction of the full
+    image (fast decode), the full image's LANCZOS weights summed over each reduced pixel."""
+    if img.hash_block == 1:
+        return resize_gray(np.asarray(img.hash_gray), width, height)
+    from shardguard.indexes import lanczos
+
+    return lanczos.resize_batch(np.asarray(img.hash_gray)[None], width, height, (img.width, img.height),
+                                img.hash_block)[0]
+
+
 def phash_input(gray: Image.Image) -> np.ndarray:
     """The 32×32 uint8 array pHash reads (imagehash's own resize)."""
     size = PHASH_SIZE * PHASH_HIGHFREQ

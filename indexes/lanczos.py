@@ -54,6 +54,48 @@ def coefficients(in_size: int, out_size: int) -> np.ndarray:
     return m
 
 
+def _weights_vectorised(in_size: int, out_size: int) -> np.ndarray:
+    """``coefficients`` in numpy: the same formula and fixed-point rounding, evaluated for all taps
+    at once (~100× faster for large inputs; may differ in the last bit of a float, so it serves only
+    the approximate block path below, never the bit-exact one)."""
+    scale = float(in_size) / out_size
+    filterscale = max(scale, 1.0)
+    support = 3.0 * filterscale
+    center = (np.arange(out_size) + 0.5) * scale
+    xmin = np.maximum((center - support + 0.5).astype(np.int64), 0)
+    xmax = np.minimum((center + support + 0.5).astype(np.int64), in_size)
+    x = np.arange(in_size)
+    inside = (x[None, :] >= xmin[:, None]) & (x[None, :] < xmax[:, None])
+    t = (x[None, :] - center[:, None] + 0.5) / filterscale
+    with np.errstate(divide="ignore", invalid="ignore"):
+        a = np.where(t == 0.0, 1.0, np.sin(t * math.pi) / (t * math.pi))
+        b = np.where(t == 0.0, 1.0, np.sin(t / 3 * math.pi) / (t / 3 * math.pi))
+    k = np.where(inside & (t >= -3.0) & (t < 3.0), a * b, 0.0)
+    ww = k.sum(axis=1, keepdims=True)
+    w = np.where(ww != 0.0, k / np.where(ww != 0.0, ww, 1.0), k) * (1 << PRECISION_BITS)
+    return np.where(w < 0, np.trunc(w - 0.5), np.trunc(w + 0.5))
+
+
+@functools.lru_cache(maxsize=1024)
+def block_coefficients(full: int, block: int, out_size: int) -> np.ndarray:
+    """(out_size, ceil(full / block)) weights for an image whose pixels stand for blocks of
+    ``block`` full-resolution pixels (a JPEG draft decoded with DCT scaling 1/block, or an
+    ``Image.reduce(block)``): Pillow's full-resolution LANCZOS weights summed over each block.
+
+    The fast decode path keeps pHash/dHash close to the exact ones this way: a 64-px draft resized
+    with the 64-px LANCZOS weights filters differently from the exact full-image resize (pHash up
+    to 10 bits off on real photos), with the summed weights the difference is only what varies
+    inside a block (benchmarks/bench_fast_accuracy.py). For an image that is constant on blocks the
+    result equals Pillow's resize of the full image bit for bit (same integer sums; tested).
+    """
+    if block == 1:
+        return coefficients(full, out_size)
+    weights = _weights_vectorised(full, out_size)
+    m = np.add.reduceat(weights, np.arange(0, full, block), axis=1)
+    m.setflags(write=False)
+    return m
+
+
 _SCALE = 1.0 / (1 << PRECISION_BITS)  # a power of two: multiplying by it is exact, like the shift
 _HALF = float(1 << (PRECISION_BITS - 1))
 
@@ -67,16 +109,23 @@ def _clip8(acc: np.ndarray) -> np.ndarray:
     return np.clip(acc, 0, 255, out=acc)
 
 
-def resize_batch(stack: np.ndarray, out_w: int, out_h: int) -> np.ndarray:
+def resize_batch(stack: np.ndarray, out_w: int, out_h: int, full: tuple[int, int] | None = None,
+                 block: int = 1) -> np.ndarray:
     """``(N, H, W)`` uint8 → ``(N, out_h, out_w)`` uint8, equal to Pillow's
-    ``Image.fromarray(a).resize((out_w, out_h), LANCZOS)`` for each image."""
+    ``Image.fromarray(a).resize((out_w, out_h), LANCZOS)`` for each image. With ``block`` > 1 the
+    images are reductions of ``full`` = (width, height) images by ``block`` and are resized with
+    ``block_coefficients`` (approximating Pillow's resize of the full images)."""
     n, h, w = stack.shape
+    fw, fh = full if block > 1 else (w, h)
+    cw, ch = block_coefficients(fw, block, out_w), block_coefficients(fh, block, out_h)
+    if cw.shape[1] != w or ch.shape[1] != h:
+        raise ValueError(f"{w}x{h} is not {fw}x{fh} reduced by {block}")
     x = stack.astype(np.float64)
     # Each pass is one 2-D product over the whole stack: numpy's stacked (3-D) matmul loops over
     # the images one small product at a time, ~5× slower for 64-px drafts (measured).
-    if out_w != w:
-        x = _clip8((x.reshape(n * h, w) @ coefficients(w, out_w).T).reshape(n, h, out_w))
-    if out_h != h:
+    if out_w != w or block > 1:
+        x = _clip8((x.reshape(n * h, w) @ cw.T).reshape(n, h, out_w))
+    if out_h != h or block > 1:
         cols = np.ascontiguousarray(x.transpose(0, 2, 1)).reshape(-1, h)  # (n·width, h)
-        x = _clip8((cols @ coefficients(h, out_h).T).reshape(n, x.shape[2], out_h)).transpose(0, 2, 1)
+        x = _clip8((cols @ ch.T).reshape(n, x.shape[2], out_h)).transpose(0, 2, 1)
     return x.astype(np.uint8)

@@ -25,6 +25,22 @@ I2D_SCHEMA = pa.schema([
 ])
 
 
+def photo_variants(paths, sides=(160, 256, 300, 384, 512, 700, 1024), qualities=(75, 92)) -> list[bytes]:
+    """Real photos re-encoded as JPEG at several sizes (longest side) and qualities: a corpus with
+    real textures for measuring how far fast-decode hashes stray (the smooth synthetic images above
+    understate it). Deterministic for a given Pillow/libjpeg."""
+    out = []
+    for path in paths:
+        img = Image.open(path).convert("RGB")
+        for side in sides:
+            w, h = img.size
+            s = side / max(w, h)
+            v = img.resize((max(1, round(w * s)), max(1, round(h * s))), Image.Resampling.LANCZOS)
+            for q in qualities:
+                out.append(encode(v, quality=q))
+    return out
+
+
 def make_image(seed: int, size: int = 256) -> Image.Image:
     """A deterministic RGB test image: an upsampled random colour field with a few shapes."""
     rng = np.random.default_rng(seed)

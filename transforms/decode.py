@@ -26,7 +26,10 @@ class DecodeError(Exception):
         self.error_class = error_class
 
 
-HASH_MIN_SIDE = 64  # JPEG draft target for pHash/dHash (32×32 and 9×8) in fast mode
+HASH_MIN_SIDE = 64  # JPEG draft target for pHash (32×32) in fast mode
+# dHash (signs of neighbour differences on 9×8) is more fragile: from 64-px drafts p99 10 bits off
+# exact on real photos, from 128-px drafts p99 8, like re-encoding noise (bench_fast_accuracy.py)
+DHASH_MIN_SIDE = 128
 REDUCE_MIN_SIDE = 128  # box pre-reduction keeps at least this many pixels (64 moved pHash 6 bits)
 
 
@@ -44,6 +47,7 @@ class DecodedImage:
     frames: int
     exact: bool = True
     size: tuple[int, int] | None = None  # full-resolution (width, height) when ``rgb`` is a draft
+    scale: int = 1  # full-resolution pixels per draft pixel (JPEG DCT scaling 1/scale)
 
     @property
     def width(self) -> int:
@@ -61,12 +65,22 @@ class DecodedImage:
         return self.rgb.convert("L")
 
     @cached_property
+    def _reduce_factor(self) -> int:
+        factor = min(self.gray.size) // REDUCE_MIN_SIDE
+        return 1 if self.exact or factor < 2 else factor
+
+    @cached_property
     def hash_gray(self) -> Image.Image:
         """What pHash and dHash read: ``gray``, or in fast mode ``gray`` box-reduced by an integer
         factor to no less than REDUCE_MIN_SIDE pixels (LANCZOS from 512 px to 32 dominates otherwise)."""
-        gray = self.gray
-        factor = min(gray.size) // REDUCE_MIN_SIDE
-        return gray if self.exact or factor < 2 else gray.reduce(factor)
+        factor = self._reduce_factor
+        return self.gray if factor == 1 else self.gray.reduce(factor)
+
+    @property
+    def hash_block(self) -> int:
+        """Full-resolution pixels (per side) behind one ``hash_gray`` pixel: draft scale × reduce
+        factor; 1 when ``hash_gray`` is the full image. The hashes resize by it (lanczos.py)."""
+        return self.scale * self._reduce_factor
 
 
 def _classify(exc: Exception) -> str:
@@ -123,8 +137,10 @@ def decode_image(data: bytes | None, max_pixels: int = DEFAULT_MAX_PIXELS, *, ex
     try:
         source_mode, frames = img.mode, int(getattr(img, "n_frames", 1) or 1)
         size = img.size  # before any draft: records report the image's real dimensions
+        scale = 1
         if not exact and draft_size and img.format == "JPEG":
             img.draft(img.mode if img.mode in ("L", "CMYK") else "RGB", (draft_size, draft_size))
+            scale = _draft_scale(size, img.size)
         if frames > 1:
             img.seek(0)  # first frame: what a thumbnail or a training loader would show
         img.load()
@@ -145,4 +161,14 @@ def decode_image(data: bytes | None, max_pixels: int = DEFAULT_MAX_PIXELS, *, ex
         raise DecodeError(_classify(exc), f"{type(exc).__name__}: {str(exc)[:200]}") from None
     except Exception as exc:  # noqa: BLE001 - Pillow's plugins raise KeyError, struct.error, ZeroDivisionError… on hostile files
         raise DecodeError("corrupt", f"{type(exc).__name__}: {str(exc)[:200]}") from None
-    return DecodedImage(data=data, rgb=rgb, source_mode=source_mode, frames=frames, exact=exact, size=tuple(size))
+    return DecodedImage(data=data, rgb=rgb, source_mode=source_mode, frames=frames, exact=exact, size=tuple(size),
+                        scale=scale)
+
+
+def _draft_scale(full: tuple[int, int], draft: tuple[int, int]) -> int:
+    """The DCT scaling (1, 2, 4 or 8: what Pillow's JPEG draft picks) that took ``full`` to ``draft``
+    (libjpeg rounds the scaled size up); 1 if none does, so the draft is then hashed as is."""
+    for s in (1, 2, 4, 8):
+        if all(-(-f // s) == d for f, d in zip(full, draft)):
+            return s
+    return 1

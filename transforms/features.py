@@ -79,9 +79,9 @@ def draft_size(hash_names, clip_size: int | None, exact: bool) -> int | None:
     20 bits on a 256-px draft, measured), else what the largest consumer needs."""
     if exact or "pdq" in hash_names:
         return None
-    from shardguard.transforms.decode import HASH_MIN_SIDE
+    from shardguard.transforms.decode import DHASH_MIN_SIDE, HASH_MIN_SIDE
 
-    return max(HASH_MIN_SIDE, clip_size or 0)
+    return max(DHASH_MIN_SIDE if "dhash" in hash_names else HASH_MIN_SIDE, clip_size or 0)
 
 
 BATCHED = ("phash", "dhash")  # hashed for a whole batch at once by finish_batch (bit-identical)
@@ -121,7 +121,8 @@ def compute_row_features(row: dict, hash_names: tuple[str, ...], max_pixels: int
             import numpy as np
 
             if "_gray" not in rec:  # one grayscale array serves both pHash and dHash
-                rec["_gray"] = np.asarray(img.gray if img.exact else img.hash_gray)
+                rec["_gray"] = np.asarray(img.hash_gray)
+                rec["_src"] = ((img.width, img.height), img.hash_block)
             rec.setdefault("_batched", []).append(name)
         elif name not in CRYPTO_TYPES:
             rec.update(HASH_TYPES[name].compute(img))
@@ -146,21 +147,22 @@ def finish_batch(records: list[dict]) -> None:
     groups: dict[tuple, list[dict]] = {}
     for r in records:
         if "_gray" in r:
-            groups.setdefault(r["_gray"].shape, []).append(r)
-    for shape, todo in groups.items():
+            full, block = r["_src"]
+            groups.setdefault((r["_gray"].shape, full if block > 1 else None, block), []).append(r)
+    for (shape, full, block), todo in groups.items():
         grays = [r.pop("_gray") for r in todo]
         for name, ((w, h), kernel) in kernels.items():
             rows = [(r, g) for r, g in zip(todo, grays) if name in r["_batched"]]
             if not rows:
                 continue
-            if max(shape) <= lanczos.MAX_SIDE:
-                small = lanczos.resize_batch(np.stack([g for _, g in rows]), w, h)
+            if block > 1 or max(shape) <= lanczos.MAX_SIDE:
+                small = lanczos.resize_batch(np.stack([g for _, g in rows]), w, h, full, block)
             else:  # large (exact-mode) images: Pillow's sparse resize beats a dense product
                 small = np.stack([imagehashes.resize_gray(g, w, h) for _, g in rows])
             for (r, _), value in zip(rows, kernel(small)):
                 r[name] = value
         for r in todo:
-            del r["_batched"]
+            del r["_batched"], r["_src"]
 
 
 PACKED = "feature-columns/1"
