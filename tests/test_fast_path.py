@@ -148,6 +148,13 @@ def test_draft_scale_is_recorded_for_the_hash_resize():
     img = decode_image(encode(make_image(1, 512)), exact=False, draft_size=64)
     assert (img.scale, img.hash_block, img.hash_gray.size) == (8, 8, (64, 64))
     assert decode_image(encode(make_image(1, 512)), exact=True).hash_block == 1
+    from PIL import Image
+
+    from shardguard.transforms.decode import DecodedImage
+
+    odd = DecodedImage(data=b"", rgb=Image.new("RGB", (64, 64)), source_mode="RGB", frames=1, exact=False,
+                       size=(500, 500), scale=8)  # 500 px by 8 would be 63 px: not a whole-block draft
+    assert odd.hash_block == 1
 
 
 def test_fast_hashes_on_real_photos_within_documented_bounds(testdata):

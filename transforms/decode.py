@@ -80,7 +80,11 @@ class DecodedImage:
     def hash_block(self) -> int:
         """Full-resolution pixels (per side) behind one ``hash_gray`` pixel: draft scale × reduce
         factor; 1 when ``hash_gray`` is the full image. The hashes resize by it (lanczos.py)."""
-        return self.scale * self._reduce_factor
+        block = self.scale * self._reduce_factor
+        w, h = self.hash_gray.size
+        if -(-self.width // block) != w or -(-self.height // block) != h:
+            return 1  # not a whole-block reduction after all: hash the pixels as they are
+        return block
 
 
 def _classify(exc: Exception) -> str:
