@@ -38,7 +38,7 @@ def hash_input(img, width: int, height: int) -> np.ndarray:
     imagehash's LANCZOS resize of ``hash_gray``, or, when ``hash_gray`` is a reduction of the full
     image (fast decode), the full image's LANCZOS weights summed over each reduced pixel."""
     if img.hash_block == 1:
-        return resize_gray(np.asarray(img.hash_gray), width, height)
+        return np.asarray(img.hash_gray.resize((width, height), _RESAMPLE))
     from shardguard.indexes import lanczos
 
     return lanczos.resize_batch(np.asarray(img.hash_gray)[None], width, height, (img.width, img.height),
