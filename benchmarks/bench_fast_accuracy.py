@@ -4,7 +4,7 @@ Corpus: every photo in ``../shared/testdata`` (or ``$SHARDGUARD_TESTDATA``; JPEG
 as JPEG at 7 sizes and 2 qualities (``sample_data.photo_variants``), plus 120 seeded synthetic
 images. For each image the exact hashes (``--exact-decode``: bit-identical to imagehash on the full
 decode) are compared with:
-  pHash only        JPEG draft (DCT scaling) to ≥ 64 px, resized with block-summed LANCZOS weights
+  pHash only        JPEG luma-only draft (DCT scaling) to ≥ 64 px, resized with block-summed LANCZOS weights
   pHash + dHash     the same from a draft to ≥ 128 px (what a run computing dHash without PDQ does)
   with PDQ          full decode, grayscale box-reduced to ≥ 128 px, block-summed weights
   old draft 64      the first fast path: a 64-px draft resized as if it were the image (reference)
@@ -74,7 +74,7 @@ def main() -> None:
             op, od = old_draft(data)
             d["old_p"].append(ham(op, ex["phash"]))
             d["old_d"].append(ham(od, ex["dhash"]))
-        for name, key in (("pHash only: draft >= 64 px", "p64"), ("pHash + dHash: draft >= 128 px", "pd128"),
+        for name, key in (("pHash only: luma draft >= 64 px", "p64"), ("pHash + dHash: luma draft >= 128 px", "pd128"),
                           ("with PDQ: full decode, reduce >= 128 px", "pdq"), ("old draft 64 (reference)", "old")):
             dh = stats(d[f"{key}_d"]) if d[f"{key}_d"] else ("-", "-", "-")
             out.append((label, len(corpus), name, *stats(d[f"{key}_p"]), *dh))

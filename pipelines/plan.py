@@ -115,7 +115,7 @@ def verdict_fingerprint(cfg: ScanConfig, lists, concepts) -> str:
     return hashlib.sha256(fileio.canonical_json(pinned)).hexdigest()
 
 
-FAST_DECODE_VERSION = 2
+FAST_DECODE_VERSION = 3
 
 
 def features_fingerprint(cfg: ScanConfig, hashes, model_info) -> str:
@@ -124,7 +124,8 @@ def features_fingerprint(cfg: ScanConfig, hashes, model_info) -> str:
               "hashes": list(hashes),
               "max_pixels": cfg.decode.max_pixels, "exact_decode": cfg.decode.exact,
               # the fast path's algorithm changes with the code (2: block-summed LANCZOS weights,
-              # dHash from 128-px drafts): a rerun must not mix its hashes with an older run's
+              # dHash from 128-px drafts; 3: luma-only drafts when only pHash/dHash read pixels):
+              # a rerun must not mix its hashes with an older run's
               "fast_decode_version": None if cfg.decode.exact else FAST_DECODE_VERSION,
               "model": model_info and model_info["weights_sha256"],
               "embed_batch": cfg.clip.batch_size if model_info else None}

@@ -141,18 +141,28 @@ def build_pipeline(p: beam.Pipeline, specs: list[dict], plan: RunPlan):
     return verdict_stage(parts, plan, len(specs))
 
 
+def write_settings(plan: RunPlan) -> dict:
+    """What the write stage needs from the plan (``write.write_shard``'s ``settings``)."""
+    cfg = plan.cfg
+    return {"config_fingerprint": plan.config_fp, "on_error": cfg.decode.on_error, "columns": plan.columns,
+            "redact_urls": cfg.redact_urls, "actions": plan.actions, "embed_dim": plan.embed_dim}
+
+
+def match_args(plan: RunPlan) -> tuple:
+    """``MatchShardFn``'s arguments: list and concept references, CLIP score floor, integrity type."""
+    cfg = plan.cfg
+    return ([(r.art_dir, r.fingerprint) for r in plan.lists],
+            [(path, sc["fingerprint"]) for path, sc in plan.concepts],
+            cfg.clip.min_score, cfg.integrity.type if cfg.integrity.column else None)
+
+
 def verdict_stage(parts: dict, plan: RunPlan, total_shards: int):
     """Match, expand, decide and write: shared by scan and refilter (equal results by construction)."""
     cfg = plan.cfg
-    settings = {"config_fingerprint": plan.config_fp, "on_error": cfg.decode.on_error, "columns": plan.columns,
-                "redact_urls": cfg.redact_urls,
-                "actions": plan.actions, "embed_dim": plan.embed_dim}
-    bundles = parts | "Verdict" >> MatchShards(
-        [(r.art_dir, r.fingerprint) for r in plan.lists],
-        [(path, sc["fingerprint"]) for path, sc in plan.concepts],
-        cfg.clip.min_score, cfg.expand.threshold, plan.seed_sources,
-        cfg.integrity.type if cfg.integrity.column else None)
-    return bundles | "Write" >> WriteShards(cfg.output, settings, total_shards, time.time())
+    lists, concepts, min_score, integrity = match_args(plan)
+    bundles = parts | "Verdict" >> MatchShards(lists, concepts, min_score, cfg.expand.threshold,
+                                              plan.seed_sources, integrity)
+    return bundles | "Write" >> WriteShards(cfg.output, write_settings(plan), total_shards, time.time())
 
 
 def _now() -> str:

@@ -152,7 +152,7 @@ def test_draft_scale_is_recorded_for_the_hash_resize():
 
     from shardguard.transforms.decode import DecodedImage
 
-    odd = DecodedImage(data=b"", rgb=Image.new("RGB", (64, 64)), source_mode="RGB", frames=1, exact=False,
+    odd = DecodedImage(data=b"", pixels=Image.new("RGB", (64, 64)), source_mode="RGB", frames=1, exact=False,
                        size=(500, 500), scale=8)  # 500 px by 8 would be 63 px: not a whole-block draft
     assert odd.hash_block == 1
 
@@ -178,3 +178,41 @@ def test_fast_hashes_on_real_photos_within_documented_bounds(testdata):
     assert worst["p64/phash"] <= 8 and worst["pd128/phash"] <= 6 and worst["pd128/dhash"] <= 14, worst
     assert worst["pdq/phash"] <= 8 and worst["pdq/dhash"] <= 9, worst
     assert same >= 0.8 * len(corpus)  # 85% measured; the first fast path (plain 64-px resize): 73%
+
+
+def test_luma_only_draft_when_only_phash_dhash_read_pixels():
+    """A colour JPEG is decoded to its luma channel when nothing needs colour: Y is within one
+    level of Pillow's RGB → L, RGB is still derivable, and CLIP/PDQ runs still decode colour."""
+    from shardguard.indexes.imagehashes import hash_input, phash_from_gray32
+
+    data = encode(make_image(5, 512), quality=90)
+    luma = decode_image(data, exact=False, draft_size=64, luma=True)
+    colour = decode_image(data, exact=False, draft_size=64)
+    assert luma.pixels.mode == "L" and colour.pixels.mode == "RGB"
+    assert luma.source_mode == "RGB" and (luma.width, luma.height) == (512, 512)
+    diff = np.abs(np.asarray(luma.gray, dtype=int) - np.asarray(colour.gray, dtype=int))
+    assert diff.max() <= 1 and diff.any()  # rounding differences exist, and are at most one level
+    assert luma.rgb.mode == "RGB" and luma.rgb.size == luma.pixels.size
+    assert decode_image(data, exact=True, luma=True).pixels.mode == "RGB"  # exact mode: never a draft
+    # the features stage takes the luma path for hashes only, the colour one when CLIP reads pixels
+    ph = lambda img: phash_from_gray32(hash_input(img, 32, 32))  # noqa: E731
+    for i in range(12):
+        data = encode(make_image(i, 384 + 32 * i), quality=85)
+        hashes_only, _ = compute_row_features(_row(data), ("md5", "phash"), 10**9, None, exact=False)
+        with_clip, _ = compute_row_features(_row(data), ("phash",), 10**9, 224, exact=False)
+        assert hashes_only["phash"] == ph(decode_image(data, exact=False, draft_size=64, luma=True))
+        assert with_clip["phash"] == ph(decode_image(data, exact=False, draft_size=224))
+
+
+@pytest.mark.parametrize("mode", ["L", "CMYK"])
+def test_grayscale_and_cmyk_jpegs_on_the_fast_path(mode):
+    import io
+
+    buf = io.BytesIO()
+    make_image(6, 384).convert(mode).save(buf, "JPEG", quality=90)
+    fast = decode_image(buf.getvalue(), exact=False, draft_size=64, luma=True)
+    assert fast.source_mode == mode and fast.pixels.mode == ("L" if mode == "L" else "RGB")
+    assert fast.pixels.width < 384 and fast.width == 384  # still a draft
+    f, _ = compute_row_features(_row(buf.getvalue()), ("phash", "dhash"), 10**9, None, exact=False)
+    e, _ = compute_row_features(_row(buf.getvalue()), ("phash", "dhash"), 10**9, None, exact=True)
+    assert HAM(f["phash"], e["phash"]) <= 8 and HAM(f["dhash"], e["dhash"]) <= 14  # README bounds

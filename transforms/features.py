@@ -111,7 +111,10 @@ def compute_row_features(row: dict, hash_names: tuple[str, ...], max_pixels: int
         if name in CRYPTO_TYPES:
             rec.update(HASH_TYPES[name].compute(_BytesOnly(data)))
     try:
-        img = decode_image(data, max_pixels, exact=exact, draft_size=draft_size(hash_names, clip_size, exact))
+        # luma only when nothing but pHash/dHash reads pixels (CLIP and PDQ need colour)
+        luma = not clip_size and all(n in BATCHED or n in CRYPTO_TYPES for n in hash_names)
+        img = decode_image(data, max_pixels, exact=exact, draft_size=draft_size(hash_names, clip_size, exact),
+                           luma=luma)
     except DecodeError as exc:
         rec.update(status=ERROR, error_stage="decode", error_class=exc.error_class,
                    error_message=str(exc)[:500])
