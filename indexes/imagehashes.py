@@ -77,11 +77,23 @@ def pdq(rgb: Image.Image) -> tuple[str, int]:
     The caller must pass RGB: pdqhash reads the first three channels as RGB, so a CMYK array hashes
     almost inverted and a palette array is read as indices (see DEVELOPERS.md).
     """
-    import pdqhash  # imported lazily: a C extension workers only need when PDQ is enabled
-
     if rgb.mode != "RGB":
         raise ValueError(f"pdq needs an RGB image, got mode {rgb.mode}")
-    vector, quality = pdqhash.compute(np.ascontiguousarray(np.asarray(rgb)))
+    pixels = np.ascontiguousarray(np.asarray(rgb))
+    try:  # the compiled twin (indexes/_pdqext.c): the same floats in the same order, ~7× faster
+        from shardguard.indexes import _pdqext
+    except ImportError:  # not compiled on this worker: the reference binding, same result
+        return pdq_reference(pixels)
+    bits, quality = _pdqext.hash(pixels, pixels.shape[0], pixels.shape[1])
+    return bits.hex(), quality
+
+
+def pdq_reference(pixels: np.ndarray) -> tuple[str, int]:
+    """PDQ of a contiguous (rows, cols, 3) uint8 RGB array by the pdqhash package (the reference
+    the compiled ``_pdqext`` is tested against, bit for bit)."""
+    import pdqhash  # imported lazily: a C extension workers only need when PDQ is enabled
+
+    vector, quality = pdqhash.compute(pixels)
     return bits_to_hex(vector), int(quality)
 
 

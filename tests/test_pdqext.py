@@ -1,0 +1,70 @@
+"""The compiled PDQ (indexes/_pdqext.c) against the reference pdqhash binding, bit for bit."""
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pdqhash
+import pytest
+from PIL import Image
+
+from shardguard.indexes import imagehashes
+from shardguard.pipelines.sample_data import make_image
+
+_pdqext = pytest.importorskip("shardguard.indexes._pdqext", reason="C extension not built here "
+                              "(no compiler): imagehashes.pdq falls back to pdqhash")
+
+
+def _ours(a: np.ndarray, floats: bool = False):
+    a = np.ascontiguousarray(a)
+    return _pdqext.hash(a, a.shape[0], a.shape[1], floats)
+
+
+def _cases():
+    rng = np.random.default_rng(7)
+    out = [np.asarray(make_image(i, int(rng.integers(40, 700))).convert("RGB")) for i in range(16)]
+    # the reference's special cases: 64×64 skips the filter, under 5 px hashes to zero; odd shapes;
+    # a row length of 1 KiB multiples (the padded-stride path); noise (many near-median values)
+    for shape in [(64, 64), (5, 5), (4, 9), (9, 4), (63, 65), (1000, 37), (37, 1000), (7, 300), (256, 512),
+                  (129, 128)]:
+        out.append(rng.integers(0, 256, size=shape + (3,), dtype=np.uint8))
+    out.append(np.zeros((100, 80, 3), np.uint8))  # flat: every DCT value ties with the median
+    out.append(np.asarray(make_image(3, 300).convert("L").convert("RGB")))
+    return out
+
+
+@pytest.mark.parametrize("i", range(len(_cases())))
+def test_compiled_pdq_is_bit_identical_to_pdqhash(i):
+    a = np.ascontiguousarray(_cases()[i])
+    bits, quality, floats = _ours(a, True)
+    assert (bits.hex(), quality) == imagehashes.pdq_reference(a)
+    if min(a.shape[:2]) >= 5:  # compute_float has no small-image guard; the hash does
+        ref, _ = pdqhash.compute_float(a)
+        assert np.array_equal(np.frombuffer(floats, np.float32)[::-1], np.asarray(ref, np.float32))
+
+
+def test_real_photos_and_pdq_reference_images(testdata):
+    paths = sorted(p for p in testdata.rglob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
+    assert paths
+    for p in paths:
+        a = np.ascontiguousarray(np.asarray(Image.open(p).convert("RGB")))
+        assert imagehashes.pdq(Image.fromarray(a)) == imagehashes.pdq_reference(a), p
+
+
+def test_large_image_and_threads():
+    """A 2,100 × 2,000 image (its scratch is not kept between calls), and eight threads at once
+    (the GIL is released; scratch is per thread) give the reference's hashes."""
+    rng = np.random.default_rng(1)
+    big = np.asarray(make_image(9, 2100).convert("RGB").resize((2100, 2000)))
+    assert _ours(big)[0].hex() == imagehashes.pdq_reference(np.ascontiguousarray(big))[0]
+    imgs = [np.ascontiguousarray(rng.integers(0, 256, size=(300 + 7 * i, 260, 3), dtype=np.uint8))
+            for i in range(16)]
+    want = [imagehashes.pdq_reference(a) for a in imgs]
+    with ThreadPoolExecutor(8) as pool:
+        got = list(pool.map(lambda a: (_ours(a)[0].hex(), _ours(a)[1]), imgs))
+    assert got == want
+
+
+def test_rejects_a_buffer_of_the_wrong_size():
+    with pytest.raises(ValueError, match="rows x cols x 3"):
+        _pdqext.hash(b"\0" * 10, 2, 2)
