@@ -62,6 +62,8 @@ def main() -> None:
         shards, "md5,phash", ["--direct_running_mode=multi_threading", "--direct_num_workers=2"])))
     runs.append(("shardguard scan md5+phash, 2 processes", lambda: scan(
         shards, "md5,phash", ["--direct_running_mode=multi_processing", "--direct_num_workers=2"])))
+    runs.append(("shardguard scan all 5 hashes, 2 threads", lambda: scan(
+        shards, "md5,sha256,phash,dhash,pdq", ["--direct_running_mode=multi_threading", "--direct_num_workers=2"])))
     runs.append(("shardguard scan all 5 hashes, 2 processes", lambda: scan(
         shards, "md5,sha256,phash,dhash,pdq", ["--direct_running_mode=multi_processing", "--direct_num_workers=2"])))
     results = []
