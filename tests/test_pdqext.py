@@ -68,3 +68,17 @@ def test_large_image_and_threads():
 def test_rejects_a_buffer_of_the_wrong_size():
     with pytest.raises(ValueError, match="rows x cols x 3"):
         _pdqext.hash(b"\0" * 10, 2, 2)
+
+
+def test_without_the_extension_pdq_falls_back_to_pdqhash(monkeypatch):
+    """A worker where the C extension was not built computes the same hashes through pdqhash."""
+    import shardguard.indexes as pkg
+
+    img = make_image(11, 333).convert("RGB")
+    want = imagehashes.pdq(img)
+    monkeypatch.setitem(__import__("sys").modules, "shardguard.indexes._pdqext", None)
+    monkeypatch.delattr(pkg, "_pdqext", raising=False)
+    calls = []
+    real = imagehashes.pdq_reference
+    monkeypatch.setattr(imagehashes, "pdq_reference", lambda px: calls.append(1) or real(px))
+    assert imagehashes.pdq(img) == want and calls == [1]
