@@ -97,6 +97,22 @@ def beam_stage(spec_str: str, images: list[bytes], batch: int, device: str, extr
     return time.perf_counter() - start
 
 
+def cpu_feed(images: list[bytes], size: int = 224, hashes: tuple = ()) -> float:
+    """Images/s one thread turns into model-ready pixels the way the features stage does (decode
+    once, JPEG draft to ≥ ``size``, resize + centre crop; ``hashes`` too), no model: how many CPU
+    cores a GPU needs to be fed at a given rate."""
+    from shardguard.transforms.features import compute_row_features, finish_batch
+
+    start = time.perf_counter()
+    for s in range(0, len(images), 64):
+        done = [compute_row_features({"row": i, "key": str(i), "key_derived": False, "url": None,
+                                      "caption": None, "status": "success", "image": b},
+                                     hashes, 10**9, size, False, defer=True) for i, b in enumerate(images[s:s + 64], s)]
+        finish_batch([r for r, _ in done])
+        assert all(px is not None and px.shape == (size, size, 3) for _, px in done)
+    return len(images) / (time.perf_counter() - start)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", action="append")
@@ -120,6 +136,10 @@ def main() -> None:
             rows.append((spec.split("/")[-1], label, f"{n / t:.0f}", f"{total / t:.2f}x", ""))
     print(f"# embedding images/s, {a.images} images 384px JPEG, batch {a.batch}, device {a.device}; {machine()}")
     print(table(rows, ("model", "run", "img/s", "vs plain", "plain: preprocess / model")))
+    for hashes in ((), ("md5", "phash", "dhash"), ("md5", "sha256", "phash", "dhash", "pdq")):
+        rate = max(cpu_feed(images, 224, hashes) for _ in range(2))
+        print(f"CPU feed, one thread, 224-px pixels{' + ' + ','.join(hashes) if hashes else ''}: {rate:.0f} img/s "
+              f"-> {10_000 / rate:.1f} cores for 10,000 img/s")
 
 
 if __name__ == "__main__":
