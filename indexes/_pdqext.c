@@ -136,16 +136,17 @@ static void bits_of(float b[16][16], unsigned char out[32]) {
  * advanced together into two L1 cache sets (a 512-px image ran 10× slower per pixel than 256). */
 static Py_ssize_t padded(int cols) { return (Py_ssize_t)cols + 16; }
 
-/* The whole hash of rows×cols RGB pixels; `luma` and `tmp` are rows*padded(cols) scratch floats. */
-static void pdq_rgb(const unsigned char *rgb, int rows, int cols, float *luma, float *tmp,
+/* The whole hash of rows×cols RGB pixels, `step` bytes apart (3, or 4 for Pillow's own RGBX
+ * layout); `luma` and `tmp` are rows*padded(cols) scratch floats. */
+static void pdq_rgb(const unsigned char *rgb, int rows, int cols, int step, float *luma, float *tmp,
                     float b[16][16], int *quality) {
     static __thread float a[64][64];
     Py_ssize_t stride = padded(cols);
     for (int r = 0; r < rows; r++) { /* as numpy: float64 products summed left to right */
-        const unsigned char *p = rgb + (Py_ssize_t)r * cols * 3;
+        const unsigned char *p = rgb + (Py_ssize_t)r * cols * step;
         float *out = luma + r * stride;
-        for (int c = 0; c < cols; c++)
-            out[c] = (float)((luma_r[p[3 * c]] + luma_g[p[3 * c + 1]]) + luma_b[p[3 * c + 2]]);
+        for (int c = 0; c < cols; c++, p += step)
+            out[c] = (float)((luma_r[p[0]] + luma_g[p[1]]) + luma_b[p[2]]);
     }
     if (rows == 64 && cols == 64) {
         for (int i = 0; i < 64; i++) memcpy(a[i], luma + i * stride, sizeof(a[i]));
@@ -188,16 +189,17 @@ static void release_scratch(void) { /* a rare huge image's buffers are not kept 
 }
 
 PyDoc_STRVAR(hash_doc,
-"hash(rgb, rows, cols, with_floats=False) -> (32-byte hash, quality[, 1024-byte float32 16x16])\n\n"
-"PDQ of a contiguous rows x cols x 3 uint8 RGB buffer, bit-identical to pdqhash.compute.");
+"hash(rgb, rows, cols, with_floats=False, step=3) -> (32-byte hash, quality[, 1024-byte float32 16x16])\n\n"
+"PDQ of a contiguous rows x cols x step uint8 buffer (R, G, B first in each pixel; step 3 or 4),\n"
+"bit-identical to pdqhash.compute on the RGB pixels.");
 
 static PyObject *hash(PyObject *self, PyObject *args) {
     Py_buffer px;
-    int rows, cols, with_floats = 0;
-    if (!PyArg_ParseTuple(args, "y*ii|p", &px, &rows, &cols, &with_floats)) return NULL;
-    if (rows < 0 || cols < 0 || px.len != (Py_ssize_t)rows * cols * 3) {
+    int rows, cols, with_floats = 0, step = 3;
+    if (!PyArg_ParseTuple(args, "y*ii|pi", &px, &rows, &cols, &with_floats, &step)) return NULL;
+    if (rows < 0 || cols < 0 || (step != 3 && step != 4) || px.len != (Py_ssize_t)rows * cols * step) {
         PyBuffer_Release(&px);
-        PyErr_SetString(PyExc_ValueError, "buffer is not rows x cols x 3 bytes");
+        PyErr_SetString(PyExc_ValueError, "buffer is not rows x cols x step bytes (step 3 or 4)");
         return NULL;
     }
     unsigned char bits[32] = {0};
@@ -211,7 +213,7 @@ static PyObject *hash(PyObject *self, PyObject *args) {
             return PyErr_NoMemory();
         }
         Py_BEGIN_ALLOW_THREADS
-        pdq_rgb(px.buf, rows, cols, luma, luma + n, b, &quality);
+        pdq_rgb(px.buf, rows, cols, step, luma, luma + n, b, &quality);
         bits_of(b, bits);
         Py_END_ALLOW_THREADS
         release_scratch();

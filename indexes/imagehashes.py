@@ -79,13 +79,33 @@ def pdq(rgb: Image.Image) -> tuple[str, int]:
     """
     if rgb.mode != "RGB":
         raise ValueError(f"pdq needs an RGB image, got mode {rgb.mode}")
-    pixels = np.ascontiguousarray(np.asarray(rgb))
     try:  # the compiled twin (indexes/_pdqext.c): the same floats in the same order, ~7× faster
         from shardguard.indexes import _pdqext
     except ImportError:  # not compiled on this worker: the reference binding, same result
-        return pdq_reference(pixels)
-    bits, quality = _pdqext.hash(pixels, pixels.shape[0], pixels.shape[1])
+        return pdq_reference(np.ascontiguousarray(np.asarray(rgb)))
+    width, height = rgb.size
+    view = _rgbx_view(rgb)
+    if view is not None:
+        bits, quality = _pdqext.hash(view, height, width, False, 4)
+    else:
+        bits, quality = _pdqext.hash(np.ascontiguousarray(np.asarray(rgb)), height, width)
     return bits.hex(), quality
+
+
+def _rgbx_view(rgb: Image.Image):
+    """Pillow's own pixel memory (4 bytes per pixel, RGBX) without a copy, through its Arrow export
+    (Pillow ≥ 11.2, single-block images), or None: ``np.asarray`` copies it to packed RGB, ~110 µs
+    for a 512-px image, a fifth of the compiled PDQ's own time."""
+    try:
+        import pyarrow as pa
+
+        arr = pa.array(rgb)
+        data = arr.buffers()[-1]
+        if arr.offset or arr.values.offset or data.size != rgb.width * rgb.height * 4:
+            return None
+        return data
+    except Exception:  # noqa: BLE001 - older Pillow, multi-block image: the copying path
+        return None
 
 
 def pdq_reference(pixels: np.ndarray) -> tuple[str, int]:

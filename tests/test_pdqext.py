@@ -56,7 +56,9 @@ def test_large_image_and_threads():
     (the GIL is released; scratch is per thread) give the reference's hashes."""
     rng = np.random.default_rng(1)
     big = np.asarray(make_image(9, 2100).convert("RGB").resize((2100, 2000)))
-    assert _ours(big)[0].hex() == imagehashes.pdq_reference(np.ascontiguousarray(big))[0]
+    want_big = imagehashes.pdq_reference(np.ascontiguousarray(big))
+    assert _ours(big)[0].hex() == want_big[0]
+    assert imagehashes.pdq(Image.fromarray(big)) == want_big  # through Pillow's memory, or a copy
     imgs = [np.ascontiguousarray(rng.integers(0, 256, size=(300 + 7 * i, 260, 3), dtype=np.uint8))
             for i in range(16)]
     want = [imagehashes.pdq_reference(a) for a in imgs]
@@ -66,8 +68,10 @@ def test_large_image_and_threads():
 
 
 def test_rejects_a_buffer_of_the_wrong_size():
-    with pytest.raises(ValueError, match="rows x cols x 3"):
+    with pytest.raises(ValueError, match="rows x cols x step"):
         _pdqext.hash(b"\0" * 10, 2, 2)
+    with pytest.raises(ValueError, match="step 3 or 4"):
+        _pdqext.hash(b"\0" * 20, 2, 2, False, 5)
 
 
 def test_without_the_extension_pdq_falls_back_to_pdqhash(monkeypatch):
@@ -82,3 +86,18 @@ def test_without_the_extension_pdq_falls_back_to_pdqhash(monkeypatch):
     real = imagehashes.pdq_reference
     monkeypatch.setattr(imagehashes, "pdq_reference", lambda px: calls.append(1) or real(px))
     assert imagehashes.pdq(img) == want and calls == [1]
+
+
+def test_pillow_memory_is_read_in_place():
+    """``pdq`` reads Pillow's RGBX memory without a copy where Pillow exports it (Arrow), with the
+    same result as the packed-RGB path; images of odd sizes, from several sources."""
+    imgs = [make_image(i, 97 + 61 * i).convert("RGB") for i in range(8)]
+    imgs.append(Image.fromarray(np.random.default_rng(3).integers(0, 256, (33, 517, 3), dtype=np.uint8)))
+    imgs.append(make_image(1, 200).convert("CMYK").convert("RGB"))
+    for img in imgs:
+        view = imagehashes._rgbx_view(img)
+        packed = np.ascontiguousarray(np.asarray(img))
+        if view is not None:
+            assert _pdqext.hash(view, img.height, img.width, False, 4) == _pdqext.hash(packed, img.height, img.width)
+        assert imagehashes.pdq(img) == imagehashes.pdq_reference(packed)
+    assert imagehashes._rgbx_view(imgs[0]) is not None or not hasattr(imgs[0], "__arrow_c_array__")
