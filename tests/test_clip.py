@@ -183,3 +183,23 @@ def test_bad_prompt_file_is_a_clear_error(tmp_path, capsys):
     assert cli(["concepts", "build", "--model", TINY, "--prompts", str(tmp_path / "c.yaml"),
                 "--output", str(tmp_path / "idx")]) == 2
     assert "needs 'name' and a non-empty 'prompts'" in capsys.readouterr().err
+
+
+def test_reused_staging_buffer_changes_no_embedding():
+    """Each thread reuses one batch buffer: a row's embedding is the same whatever was staged
+    before it (padding re-zeroed), alone or among others, and from two threads at once."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from shardguard.transforms.embed import LoadedClip
+
+    model = LoadedClip(parse_spec(TINY), "cpu", 4)
+    rng = np.random.default_rng(5)
+    px = [rng.integers(0, 256, (model.size, model.size, 3), dtype=np.uint8) for _ in range(11)]
+    fresh = np.stack([LoadedClip(parse_spec(TINY), "cpu", 4).encode_images([p])[0] for p in px])
+    assert np.array_equal(model.encode_images(px), fresh)  # 3 chunks, the last one padded
+    assert np.array_equal(model.encode_images(px[9:]), fresh[9:])  # a short batch after a full one
+    assert model._staging() is model._staging()  # one buffer per thread, kept
+    with ThreadPoolExecutor(2) as pool:
+        got = list(pool.map(lambda i: model.encode_images(px[i:i + 5]), [0, 6] * 4))
+    for i, g in zip([0, 6] * 4, got):
+        assert np.array_equal(g, fresh[i:i + 5])
