@@ -1,7 +1,7 @@
 /* PDQ (Meta's 256-bit perceptual hash) from RGB pixels, bit-identical to the pdqhash package.
  *
  * pdqhash computes luma in numpy (float64, then float32) and then runs the reference C++ steps:
- * two passes of Jaroszewicz box filters along rows and columns, decimation to 64×64, a quality
+ * two passes of Jarosz box filters along rows and columns, decimation to 64×64, a quality
  * score from gradients, a 16×16 DCT and a threshold at the median. Those steps are one serial
  * dependency chain per row or column (sum += a; sum -= b; out = sum / n), ~8 cycles per pixel
  * per pass, and with the numpy luma they cost ~5 ms on a 512×512 image. This file performs the same
@@ -14,6 +14,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -170,12 +171,16 @@ static void pdq_rgb(const unsigned char *rgb, int rows, int cols, int step, floa
 #define KEEP_FLOATS ((size_t)8 << 20) /* 32 MiB: two buffers of a 2,000 × 2,000 image */
 static __thread float *scratch_buf;
 static __thread size_t scratch_cap;
+static pthread_key_t scratch_key; /* its destructor frees a thread's scratch when the thread ends */
+
+static void free_scratch(void *p) { free(p); }
 
 static float *scratch(size_t floats) {
     if (floats > scratch_cap) {
         free(scratch_buf);
         scratch_buf = malloc(floats * sizeof(float));
         scratch_cap = scratch_buf ? floats : 0;
+        pthread_setspecific(scratch_key, scratch_buf);
     }
     return scratch_buf;
 }
@@ -185,6 +190,7 @@ static void release_scratch(void) { /* a rare huge image's buffers are not kept 
         free(scratch_buf);
         scratch_buf = NULL;
         scratch_cap = 0;
+        pthread_setspecific(scratch_key, NULL);
     }
 }
 
@@ -236,5 +242,9 @@ static struct PyModuleDef module = {
 
 PyMODINIT_FUNC PyInit__pdqext(void) {
     init_tables();
+    if (pthread_key_create(&scratch_key, free_scratch) != 0) {
+        PyErr_SetString(PyExc_RuntimeError, "pthread_key_create failed");
+        return NULL;
+    }
     return PyModule_Create(&module);
 }
