@@ -172,14 +172,21 @@ static void pdq_rgb(const unsigned char *rgb, int rows, int cols, int step, floa
 static __thread float *scratch_buf;
 static __thread size_t scratch_cap;
 static pthread_key_t scratch_key; /* its destructor frees a thread's scratch when the thread ends */
+static long live_buffers;         /* scratch buffers allocated and not yet freed, all threads */
 
-static void free_scratch(void *p) { free(p); }
+static void drop(void *p) {
+    if (p) {
+        free(p);
+        __atomic_fetch_sub(&live_buffers, 1, __ATOMIC_RELAXED);
+    }
+}
 
 static float *scratch(size_t floats) {
     if (floats > scratch_cap) {
-        free(scratch_buf);
+        drop(scratch_buf);
         scratch_buf = malloc(floats * sizeof(float));
         scratch_cap = scratch_buf ? floats : 0;
+        if (scratch_buf) __atomic_fetch_add(&live_buffers, 1, __ATOMIC_RELAXED);
         pthread_setspecific(scratch_key, scratch_buf);
     }
     return scratch_buf;
@@ -187,11 +194,15 @@ static float *scratch(size_t floats) {
 
 static void release_scratch(void) { /* a rare huge image's buffers are not kept */
     if (scratch_cap > KEEP_FLOATS) {
-        free(scratch_buf);
+        drop(scratch_buf);
         scratch_buf = NULL;
         scratch_cap = 0;
         pthread_setspecific(scratch_key, NULL);
     }
+}
+
+static PyObject *scratch_buffers(PyObject *self, PyObject *unused) {
+    return PyLong_FromLong(__atomic_load_n(&live_buffers, __ATOMIC_RELAXED));
 }
 
 PyDoc_STRVAR(hash_doc,
@@ -232,6 +243,7 @@ static PyObject *hash(PyObject *self, PyObject *args) {
 
 static PyMethodDef methods[] = {
     {"hash", hash, METH_VARARGS, hash_doc},
+    {"scratch_buffers", scratch_buffers, METH_NOARGS, "Scratch buffers held, all threads (tests)."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -242,7 +254,7 @@ static struct PyModuleDef module = {
 
 PyMODINIT_FUNC PyInit__pdqext(void) {
     init_tables();
-    if (pthread_key_create(&scratch_key, free_scratch) != 0) {
+    if (pthread_key_create(&scratch_key, drop) != 0) {
         PyErr_SetString(PyExc_RuntimeError, "pthread_key_create failed");
         return NULL;
     }

@@ -104,15 +104,23 @@ def test_pillow_memory_is_read_in_place():
 
 
 def test_a_finished_thread_frees_its_scratch():
-    """Scratch is kept per thread between calls; when the thread ends it is freed (40 threads of
-    18 MB scratch each would otherwise hold 720 MB)."""
+    """Scratch is kept per thread between calls and freed when the thread ends; a huge image's
+    scratch (over 32 MiB) is not kept at all."""
     import threading
 
-    rss = lambda: int(open("/proc/self/statm").read().split()[1]) * 4096 >> 20  # noqa: E731
-    img = np.zeros((1500, 1500, 3), np.uint8)
-    before = rss()
-    for _ in range(40):
-        t = threading.Thread(target=_pdqext.hash, args=(img, 1500, 1500))
+    img = np.zeros((300, 300, 3), np.uint8)
+    _pdqext.hash(img, 300, 300)
+    base = _pdqext.scratch_buffers()  # this thread's, kept
+    _pdqext.hash(img, 300, 300)
+    assert _pdqext.scratch_buffers() == base
+    for _ in range(20):  # (other threads of the test process may end meanwhile: at most base)
+        t = threading.Thread(target=_pdqext.hash, args=(img, 300, 300))
         t.start()
         t.join()
-    assert rss() - before < 200
+    assert _pdqext.scratch_buffers() <= base
+    big = np.zeros((2100, 2100, 3), np.uint8)
+    t = threading.Thread(target=_pdqext.hash, args=(big, 2100, 2100))
+    t.start()
+    t.join()
+    _pdqext.hash(big, 2100, 2100)  # replaces this thread's small scratch, then frees it
+    assert _pdqext.scratch_buffers() <= base - 1
