@@ -64,8 +64,9 @@ def build_concept_index(concepts: list[Concept], model_info: dict, out_dir: str)
             raise ArtifactError(f"concept {c.name}: action must be one of {ACTIONS}")
         if c.vectors.ndim != 2 or c.vectors.shape[1] != dim or len(c.vectors) == 0:
             raise ArtifactError(f"concept {c.name}: vectors must be (n, {dim}), got {c.vectors.shape}")
-        if not -1.0 <= c.threshold <= 1.0:
-            raise ArtifactError(f"concept {c.name}: threshold {c.threshold} is not a cosine in [-1, 1]")
+        if not 0.0 < c.threshold <= 1.0:
+            raise ArtifactError(f"concept {c.name}: threshold {c.threshold} must be a cosine in (0, 1] (usual: "
+                                "0.2-0.3 for text prompts, 0.8-0.95 for exemplar images)")
     vecs = np.concatenate([c.vectors for c in concepts]).astype(np.float32)
     vecs /= np.linalg.norm(vecs, axis=1, keepdims=True).clip(1e-12)
     labels = np.concatenate([np.full(len(c.vectors), i, np.int32) for i, c in enumerate(concepts)])

@@ -7,6 +7,7 @@ place, so no reader ever sees a half-written file under its final name.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import uuid
 from contextlib import contextmanager
@@ -67,24 +68,40 @@ def ensure_dir(path: str) -> None:
         pass  # already there; object stores have no directories to make
 
 
+def _with_path(exc: OSError, path: str) -> OSError:
+    """The same OS error, naming ``path`` when it named none (a failed write() names no file)."""
+    if exc.errno and not exc.filename:
+        return type(exc)(exc.errno, exc.strerror or str(exc), path)
+    return exc
+
+
 @contextmanager
 def atomic_writer(path: str):
-    """Yield a binary file object; on success it is moved to ``path`` whole, on error removed."""
+    """Yield a binary file object; on success it is moved to ``path`` whole, on error removed.
+    An OS error names ``path`` (disk full mid-write says which file)."""
     tmp = tmp_name(path)
-    f = FileSystems.create(tmp, mime_type="application/octet-stream", compression_type="uncompressed")
+    try:
+        f = FileSystems.create(tmp, mime_type="application/octet-stream", compression_type="uncompressed")
+    except OSError as exc:
+        raise _with_path(exc, path) from None
     try:
         yield f
         f.close()
         if FileSystems.exists(path):
             FileSystems.delete([path])
         FileSystems.rename([tmp], [path])
-    except BaseException:
+    except BaseException as exc:
         try:
             f.close()
         except Exception:  # noqa: BLE001 - already failing; the original error matters
             pass
-        if FileSystems.exists(tmp):
-            FileSystems.delete([tmp])
+        try:
+            if FileSystems.exists(tmp):
+                FileSystems.delete([tmp])
+        except Exception:  # noqa: BLE001 - e.g. the disk is gone; the original error matters
+            pass
+        if isinstance(exc, OSError):
+            raise _with_path(exc, path) from None
         raise
 
 
@@ -93,6 +110,25 @@ def write_atomic(path: str, data: bytes) -> str:
     with atomic_writer(path) as f:
         f.write(data)
     return hashlib.sha256(data).hexdigest()
+
+
+class HashingSink(io.RawIOBase):
+    """Raw writer that sha256-hashes what passes through, so an output is never re-read."""
+
+    def __init__(self, f):
+        super().__init__()
+        self._f, self.sha = f, hashlib.sha256()
+
+    def writable(self):  # noqa: D102
+        return True
+
+    def write(self, data):  # noqa: D102
+        self.sha.update(data)
+        self._f.write(data)
+        return len(data)
+
+    def close(self):  # noqa: D102 - the atomic writer owns the real file
+        super().close()
 
 
 def copy_verified(src: str, dst: str, expected_sha256: str) -> str:

@@ -1,8 +1,12 @@
 """The hash-type interface and the one explicit mapping of supported types.
 
-A hash type knows its name, how to parse and validate a list entry, how to compute itself from a
-decoded image, how to measure distance, its default match threshold, and which index serves it.
-Adding a type means adding one entry to ``HASH_TYPES`` below; nothing registers itself at import.
+A hash type knows its name, how to parse and validate a list entry, how to compute itself from the
+stored bytes or a decoded image, its default match threshold and the range a threshold may take,
+and what pixels it needs from the one decode of a row. Adding a type means adding one entry to
+``HASH_TYPES`` below (nothing registers itself at import): the hashes feature extractor then
+computes it, the features file gets its column, lists of that type parse and match, and a re-filter
+matches it from the stored features (``tests/test_contracts.py`` does exactly that with a test-only
+sha512).
 """
 from __future__ import annotations
 
@@ -51,6 +55,25 @@ class HashType:
     compute: Callable[[ImageLike], dict]
     min_quality: int = 0
     quality_column: str | None = None
+    max_distance_limit: int = 0  # the largest threshold a list may ask for (beyond it: noise)
+    min_side: int | None = None  # perceptual: smallest JPEG draft side it can hash from; None = full
+    color: bool = True  # perceptual: reads colour (False: grayscale is enough)
+    quality_range: tuple[int, int] = (0, 0)  # the values its quality column can take
+
+    def check_thresholds(self, max_distance, min_quality) -> str | None:
+        """Why a list's thresholds are impossible for this type (None when they are fine)."""
+        if max_distance is not None and not 0 <= max_distance <= self.max_distance_limit:
+            if not self.perceptual:
+                return f"{self.name} is an exact hash: max_distance must be 0 (got {max_distance})"
+            return (f"{self.name} max_distance must be in 0..{self.max_distance_limit} (usual: "
+                    f"{self.default_max_distance}), got {max_distance}")
+        lo, hi = self.quality_range
+        if min_quality is not None and min_quality != 0 and not lo <= min_quality <= hi:
+            if not self.quality_column:
+                return f"{self.name} has no quality score: min_quality must be 0 (got {min_quality})"
+            return (f"{self.name} min_quality must be in {lo}..{hi} (usual: {self.min_quality}), "
+                    f"got {min_quality}")
+        return None
 
     @property
     def hex_len(self) -> int:
@@ -61,11 +84,6 @@ class HashType:
     def nbytes(self) -> int:
         """Number of bytes in the binary form (what indexes store)."""
         return self.nbits // 8
-
-    @property
-    def index_kind(self) -> str:
-        """``"exact"`` (sorted array lookup) or ``"binary"`` (FAISS Hamming index)."""
-        return "binary" if self.perceptual else "exact"
 
     def parse(self, text: str) -> str:
         """Normalise one hash string (strip, lowercase) and validate it; raise HashFormatError."""
@@ -82,17 +100,15 @@ class HashType:
                 f"{self.name} hash must be {self.hex_len} hex digits, got {len(value)}")
         return value
 
-    def distance(self, a: str, b: str) -> int:
-        """Hamming distance between two hex hashes of this type (0/1 semantics for exact types)."""
-        diff = int(a, 16) ^ int(b, 16)
-        if not self.perceptual:
-            return 0 if diff == 0 else self.nbits
-        return diff.bit_count()
-
     def to_codes(self, hexes) -> np.ndarray:
         """Hex strings to an ``(n, nbytes)`` uint8 array, the layout FAISS binary indexes use."""
         joined = "".join(hexes)
         return np.frombuffer(bytes.fromhex(joined), dtype=np.uint8).reshape(-1, self.nbytes)
+
+
+def crypto_hash_type(name: str) -> HashType:
+    """An exact (cryptographic) hash type for any ``hashlib`` algorithm: ``HASH_TYPES[name] = …``."""
+    return HashType(name, hashlib.new(name).digest_size * 8, False, 0, _crypto(name))
 
 
 def _crypto(name: str) -> Callable[[ImageLike], dict]:
@@ -116,15 +132,17 @@ def _compute_pdq(img: ImageLike) -> dict:
 
 
 # The one mapping of supported types. Defaults: pHash/dHash <= 8 bits, PDQ <= 31 with quality >= 50
-# (ThreatExchange's PDQ_CONFIDENT_MATCH_THRESHOLD and PdqSignal.QUALITY_THRESHOLD).
+# (ThreatExchange's PDQ_CONFIDENT_MATCH_THRESHOLD and PdqSignal.QUALITY_THRESHOLD). Limits: a quarter
+# of the bits (unrelated images sit near half the bits apart; past a quarter a list matches noise).
+# Draft sides: pHash reads 32x32 (64-px drafts), dHash's neighbour signs need 128 px (README).
 HASH_TYPES: dict[str, HashType] = {
     "md5": HashType("md5", 128, False, 0, _crypto("md5")),
     "sha1": HashType("sha1", 160, False, 0, _crypto("sha1")),
     "sha256": HashType("sha256", 256, False, 0, _crypto("sha256")),
-    "phash": HashType("phash", 64, True, 8, _compute_phash),
-    "dhash": HashType("dhash", 64, True, 8, _compute_dhash),
-    "pdq": HashType("pdq", 256, True, 31, _compute_pdq, min_quality=50,
-                    quality_column="pdq_quality"),
+    "phash": HashType("phash", 64, True, 8, _compute_phash, max_distance_limit=16, min_side=64, color=False),
+    "dhash": HashType("dhash", 64, True, 8, _compute_dhash, max_distance_limit=16, min_side=128, color=False),
+    "pdq": HashType("pdq", 256, True, 31, _compute_pdq, min_quality=50, quality_column="pdq_quality",
+                    max_distance_limit=64, quality_range=(0, 100)),
 }
 
 

@@ -114,7 +114,7 @@ def build_model(spec: ModelSpec):
     """(model in eval mode on CPU, image_size, mean, std, tokenizer) for a spec."""
     import torch
 
-    from shardguard.transforms.torch_compat import import_open_clip
+    from shardguard.indexes.torch_compat import import_open_clip
 
     oc = import_open_clip()
     # Seeded construction on a private generator state: deterministic random weights, and the

@@ -1,23 +1,30 @@
-"""The ``shardguard`` command: scan, lists build, manifest show, sample (demo data)."""
+"""The ``shardguard`` command: one entry point, a sub-command per task.
+
+Every sub-command refuses arguments it does not know (exit 2, one line), prints errors as one line,
+and survives a closed pipe (``shardguard manifest show RUN | head``).
+"""
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
 import sys
 
-USAGE = """usage: shardguard <command> [options]
+USAGE = """usage: shardguard <command> [options]   (shardguard <command> --help for its options)
 
 commands:
-  scan            scan parquet shards against hash lists (Beam pipeline options pass through)
+  scan            scan shards against hash lists, concept indexes and rules (Beam options pass through)
+  refilter        re-apply new lists/concepts/rules to a finished run, from its stored features
   prefilter       drop metadata rows (no images) by URL, URL-hash and domain lists, before download
-  refilter        re-apply a new set of lists/concepts to a finished run, from its stored features
   lists build     parse, validate and build a fingerprinted list artifact
   concepts build  build a CLIP concept index from prompts, exemplar images or embeddings
   manifest show|why|diff|verify   inspect and audit run directories (--json for scripts)
   lookup          is this image (or a near-copy) in a scanned run?
   sample          write a small synthetic dataset and lists (what `make demo` scans)
+
+options:
+  --version       print the version and exit
+  -h, --help      this help
 """
 
 
@@ -35,199 +42,133 @@ def _setup_logging() -> None:
     logging.getLogger("shardguard").setLevel(os.environ.get("SHARDGUARD_LOG", "INFO"))
 
 
-def _filesystem_flags(rest: list[str]) -> None:
-    """Beam filesystem flags (``--s3_endpoint_url``…) for commands that only read run directories."""
-    from shardguard.pipelines.options import configure_filesystems, pipeline_options
-
-    configure_filesystems(pipeline_options(rest))
-
-
-def _lists_build(argv) -> int:
-    from shardguard.indexes.artifacts import build_artifact
-    from shardguard.indexes.hashtypes import get_hash_type
-    from shardguard.indexes.listformats import ListOptions, parse_list
-    from shardguard.pipelines.config import HashListSpec
-    from shardguard.pipelines.lists import default_name, settings_for
-
-    p = argparse.ArgumentParser(prog="shardguard lists build")
-    p.add_argument("--type", required=True)
-    p.add_argument("--input", required=True, help="list file (plain, typed, csv, jsonl)")
-    p.add_argument("--output", required=True, help="artifact directory to create")
-    p.add_argument("--name")
-    p.add_argument("--max-distance", type=int)
-    p.add_argument("--min-quality", type=int)
-    p.add_argument("--action", default="remove", choices=("remove", "quarantine", "tag"))
-    p.add_argument("--format", default="auto")
-    p.add_argument("--hash-column")
-    p.add_argument("--id-column")
-    p.add_argument("--type-column")
-    p.add_argument("--other-types", default="error", choices=("error", "skip"))
-    a = p.parse_args(argv)
-    spec = HashListSpec(type=a.type, path=a.input, name=a.name or "", max_distance=a.max_distance,
-                        min_quality=a.min_quality, action=a.action, format=a.format)
-    try:
-        parsed = parse_list(a.input, get_hash_type(a.type), ListOptions(
-            fmt=a.format, hash_column=a.hash_column, id_column=a.id_column, type_column=a.type_column,
-            other_types=a.other_types))
-        sidecar = build_artifact(parsed, settings_for(spec, default_name(spec)), a.output, a.input)
-    except ValueError as exc:
-        print(f"shardguard: error: {exc}", file=sys.stderr)
-        return 2
-    print(json.dumps({k: sidecar[k] for k in ("name", "type", "entries", "max_distance", "min_quality",
-                                              "fingerprint")}, indent=2))
-    return 0
-
-
-def _concepts_build(argv) -> int:
-    from shardguard.indexes import concept_sources as cs
-    from shardguard.indexes.concepts import build_concept_index
-    from shardguard.indexes.models import parse_spec
-    from shardguard.transforms.embed import LoadedClip
-
-    p = argparse.ArgumentParser(prog="shardguard concepts build")
-    p.add_argument("--model", required=True, help="CLIP model spec (the scan must use the same)")
-    src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--prompts", help="YAML: concepts: [{name, prompts, threshold, action}]")
-    src.add_argument("--exemplars", help="folder with one sub-folder of images per concept")
-    src.add_argument("--embeddings", help=".npy (n, dim) array of embeddings for one concept")
-    p.add_argument("--name", help="concept name (--embeddings)")
-    p.add_argument("--threshold", type=float, help="cosine threshold (--exemplars, --embeddings)")
-    p.add_argument("--action", default="quarantine", choices=("remove", "quarantine", "tag"))
-    p.add_argument("--device", default="auto")
-    p.add_argument("--output", required=True)
-    a = p.parse_args(argv)
-    try:
-        spec = parse_spec(a.model)
-        model = LoadedClip(spec, a.device, 32)
-        if a.prompts:
-            concepts = cs.from_prompts(a.prompts, model)
-        else:
-            if a.threshold is None:
-                p.error("--threshold is required with --exemplars/--embeddings")
-            if a.exemplars:
-                concepts = cs.from_exemplars(a.exemplars, model, a.threshold, a.action)
-            else:
-                if not a.name:
-                    p.error("--name is required with --embeddings")
-                concepts = cs.from_embeddings(a.embeddings, a.name, a.threshold, a.action)
-        sidecar = build_concept_index(concepts, model.info, a.output)
-    except ValueError as exc:
-        print(f"shardguard: error: {exc}", file=sys.stderr)
-        return 2
-    print(json.dumps({"concepts": sidecar["concepts"], "dim": sidecar["dim"],
-                      "fingerprint": sidecar["fingerprint"]}, indent=2))
-    return 0
+def _say(result, as_json: bool, render) -> None:
+    if as_json:
+        print(json.dumps(result, indent=2, default=str))
+    else:
+        print(render(result))
 
 
 def _manifest(argv) -> int:
     from shardguard.pipelines import manifest_tools as mt
-    from shardguard.pipelines.manifest import ManifestError
+    from shardguard.pipelines.options import StrictParser, configure_filesystems, pipeline_options, split_args
 
-    p = argparse.ArgumentParser(prog="shardguard manifest")
-    sub = p.add_subparsers(dest="action", required=True)
-    for name, helptext in (("show", "summary of a run"), ("verify", "recompute checksums and accounting")):
-        sp = sub.add_parser(name, help=helptext)
-        sp.add_argument("run_dir")
-        sp.add_argument("--json", action="store_true")
-    sp = sub.add_parser("why", help="why a row was removed, quarantined or kept")
-    sp.add_argument("run_dir")
-    sp.add_argument("key")
-    sp.add_argument("--shard")
-    sp.add_argument("--json", action="store_true")
+    p = StrictParser(prog="shardguard manifest", description="inspect and audit run directories")
+    sub = p.add_subparsers(dest="action", required=True, parser_class=StrictParser)
+    for name, helptext in (("show", "summary of a run"), ("verify", "recompute checksums and accounting; "
+                                                                   "report files the manifest does not list")):
+        sp = sub.add_parser(name, help=helptext, description=helptext)
+        sp.add_argument("run_dir", help="run directory")
+        sp.add_argument("--json", action="store_true", help="machine-readable output")
+    sp = sub.add_parser("why", help="why a row was removed, quarantined, tagged or kept")
+    sp.add_argument("run_dir", help="run directory")
+    sp.add_argument("key", help="the row's key")
+    sp.add_argument("--shard", help="only this shard")
+    sp.add_argument("--json", action="store_true", help="machine-readable output")
     sp = sub.add_parser("diff", help="rows flagged in one run and not the other")
-    sp.add_argument("run_a")
-    sp.add_argument("run_b")
-    sp.add_argument("--json", action="store_true")
-    a, fs_args = p.parse_known_args(argv)
-    _filesystem_flags(fs_args)
-    try:
-        if a.action == "show":
-            result = dict(mt.show(a.run_dir), _dir=a.run_dir)
-        elif a.action == "why":
-            result = mt.why(a.run_dir, a.key, a.shard)
-        elif a.action == "diff":
-            result = mt.diff(a.run_a, a.run_b)
-        else:
-            result = mt.verify(a.run_dir)
-    except (ManifestError, OSError, ValueError) as exc:
-        print(f"shardguard: error: {exc}", file=sys.stderr)
-        return 2
-    if a.json:
-        print(json.dumps({k: v for k, v in result.items() if k != "_dir"}, indent=2, default=str))
-    else:
-        print(mt.text(a.action, result))
+    sp.add_argument("run_a", help="first run directory")
+    sp.add_argument("run_b", help="second run directory")
+    sp.add_argument("--json", action="store_true", help="machine-readable output")
+    a, fs_args = split_args(p, argv)
+    configure_filesystems(pipeline_options(fs_args))
+    fn = {"show": lambda: dict(mt.show(a.run_dir), _dir=a.run_dir), "why": lambda: mt.why(a.run_dir, a.key, a.shard),
+          "diff": lambda: mt.diff(a.run_a, a.run_b), "verify": lambda: mt.verify(a.run_dir)}[a.action]
+    result = fn()
+    _say({k: v for k, v in result.items() if k != "_dir"} if a.json else result, a.json,
+         lambda r: mt.text(a.action, r))
     if a.action == "verify" and not result["ok"]:
         return 1
-    if a.action == "why" and not result["found"]:
-        return 1
-    return 0
+    return 1 if a.action == "why" and not result["found"] else 0
 
 
 def _lookup(argv) -> int:
-    from shardguard.pipelines.lookup import lookup
-    from shardguard.pipelines.manifest import ManifestError
+    from shardguard.pipelines.lookup import lookup, text
+    from shardguard.pipelines.options import StrictParser, configure_filesystems, pipeline_options, split_args
 
-    p = argparse.ArgumentParser(prog="shardguard lookup")
-    p.add_argument("--run", required=True)
-    p.add_argument("images", nargs="+")
-    p.add_argument("--clip-threshold", type=float, default=0.95)
-    p.add_argument("--json", action="store_true")
-    a, fs_args = p.parse_known_args(argv)
-    _filesystem_flags(fs_args)
-    try:
-        result = lookup(a.run, a.images, a.clip_threshold)
-    except (ManifestError, OSError, ValueError) as exc:
-        print(f"shardguard: error: {exc}", file=sys.stderr)
-        return 2
-    if a.json:
-        print(json.dumps(result, indent=2))
-    else:
-        if result["note"]:
-            print(f"note: {result['note']}")
-        for r in result["results"]:
-            status = "FOUND" if r["found"] else "not found"
-            print(f"{r['image']}: {status}" + ("" if r["decoded"] else f" (query not decodable: {r['error']})"))
-            for h in r["matches"]:
-                d = ", ".join(f"{k} {v}" for k, v in h["distances"].items())
-                c = f", clip {h['clip_similarity']}" if "clip_similarity" in h else ""
-                print(f"    {h['shard']}/{h['key']} (row {h['row']}): {d}{c}")
+    p = StrictParser(prog="shardguard lookup", description="is this image, or a near-copy, in a scanned run?")
+    p.add_argument("--run", required=True, help="run directory")
+    p.add_argument("images", nargs="+", help="image files to look up")
+    p.add_argument("--clip-threshold", type=float, default=0.95, help="CLIP cosine for a near-copy (default 0.95)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    a, fs_args = split_args(p, argv)
+    configure_filesystems(pipeline_options(fs_args))
+    result = lookup(a.run, a.images, a.clip_threshold)
+    _say(result, a.json, text)
     return 0 if all(r["found"] for r in result["results"]) else 1
+
+
+def _commands():
+    from shardguard.pipelines import builders
+
+    def scan(rest):
+        from shardguard.pipelines.scan import run
+        return run(rest)
+
+    def refilter(rest):
+        from shardguard.pipelines.refilter import run
+        return run(rest)
+
+    def prefilter(rest):
+        from shardguard.pipelines.prefilter import run
+        return run(rest)
+
+    def report(rest):
+        from shardguard.pipelines.report import main
+        return main(rest)
+
+    def sample(rest):
+        from shardguard.pipelines.sample_data import main
+        return main(rest)
+
+    return {"scan": scan, "refilter": refilter, "prefilter": prefilter, "manifest": _manifest,
+            "lookup": _lookup, "sample": sample, "report": report,
+            "lists build": builders.lists_build, "concepts build": builders.concepts_build}
+
+
+def _dispatch(argv: list[str]) -> int:
+    from shardguard.indexes.version import package_version
+
+    if not argv or argv[0] in ("-h", "--help"):
+        print(USAGE)
+        return 0 if argv else 2
+    if argv[0] == "--version":
+        print(f"shardguard {package_version()}")
+        return 0
+    commands = _commands()
+    two = " ".join(argv[:2])
+    if two in commands:
+        return commands[two](argv[2:])
+    if argv[0] in commands:
+        return commands[argv[0]](argv[1:])
+    known = sorted({c.split()[0] for c in commands})
+    print(f"shardguard: error: unknown command {' '.join(argv[:2]) if argv[0] in ('lists', 'concepts') else argv[0]!r}"
+          f" (commands: {', '.join(known)}; lists and concepts take 'build')", file=sys.stderr)
+    return 2
 
 
 def main(argv=None) -> int:
     """Entry point of the ``shardguard`` console script."""
+    from shardguard.pipelines.manifest import ManifestError
+    from shardguard.pipelines.options import UsageError
+
     argv = list(sys.argv[1:] if argv is None else argv)
     _setup_logging()
-    if not argv or argv[0] in ("-h", "--help"):
-        print(USAGE)
-        return 0 if argv else 2
-    cmd, rest = argv[0], argv[1:]
-    if cmd == "scan":
-        from shardguard.pipelines.scan import run
+    try:
+        return _dispatch(argv)
+    except (UsageError, ManifestError, ValueError, OSError) as exc:
+        if isinstance(exc, BrokenPipeError):
+            return _closed_pipe()
+        print(f"shardguard: error: {exc}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:
+        return _closed_pipe()
 
-        return run(rest)
-    if cmd == "prefilter":
-        from shardguard.pipelines.prefilter import run as prefilter_run
 
-        return prefilter_run(rest)
-    if cmd == "refilter":
-        from shardguard.pipelines.refilter import run as refilter_run
-
-        return refilter_run(rest)
-    if cmd == "lists" and rest[:1] == ["build"]:
-        return _lists_build(rest[1:])
-    if cmd == "concepts" and rest[:1] == ["build"]:
-        return _concepts_build(rest[1:])
-    if cmd == "manifest":
-        return _manifest(rest)
-    if cmd == "lookup":
-        return _lookup(rest)
-    if cmd == "sample":
-        from shardguard.pipelines.sample_data import main as sample_main
-
-        return sample_main(rest)
-    print(USAGE, file=sys.stderr)
-    return 2
+def _closed_pipe() -> int:
+    """The reader went away (``| head``): no traceback; stdout is pointed at /dev/null for exit."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    return 0
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import hashlib
 
-import pyarrow.parquet as pq
-
 from shardguard.indexes import fileio
+from shardguard.indexes.arrowio import read_table
+from shardguard.transforms.contracts import RunLayout
 
 
 def flagged_rows(run_dir: str, manifest: dict | None = None) -> dict[tuple[str, str], dict]:
@@ -22,17 +22,10 @@ def flagged_rows(run_dir: str, manifest: dict | None = None) -> dict[tuple[str, 
         if s["status"] != "ok":
             continue
         for kind in ("removed", "review"):
-            with fileio_open(fileio.join(run_dir, s["outputs"][kind]["path"])) as f:
-                for r in pq.read_table(f, columns=["key", "verdict", "reasons"]).to_pylist():
-                    out[(s["shard"], r["key"])] = {"verdict": r["verdict"], "reasons": r["reasons"]}
+            table = read_table(fileio.join(run_dir, s["outputs"][kind]["path"]), columns=["key", "verdict", "reasons"])
+            for r in table.to_pylist():
+                out[(s["shard"], r["key"])] = {"verdict": r["verdict"], "reasons": r["reasons"]}
     return out
-
-
-def fileio_open(path: str):
-    """Open a file for pyarrow through Beam's FileSystems."""
-    import io
-
-    return io.BytesIO(fileio.read_bytes(path))
 
 
 def _by_reason(rows: dict) -> dict[str, int]:
@@ -58,23 +51,23 @@ def diff_runs(dir_a: str, dir_b: str, new_manifest_shards=None) -> dict:
             "changed": [{"shard": k[0], "key": k[1], **v} for k, v in sorted(changed.items())]}
 
 
-def _partial_manifest(run_dir: str, specs) -> dict:
+def _partial_manifest(run_dir: str, shards) -> dict:
     """A manifest-shaped view of a run that is being finished (from its shard summaries)."""
-    from shardguard.transforms.read import summary_path
-
-    return {"shards": [fileio.read_json(summary_path(run_dir, s["shard"])) for s in specs]}
+    return {"shards": [fileio.read_json(RunLayout(run_dir).summary(s)) for s in shards]}
 
 
 def lineage(parent: dict, parent_dir: str, plan) -> dict:
     """What a re-filter records about its parent: where, which manifest, what changed in lists."""
     path = fileio.join(parent_dir, "manifest.json")
-    before = {l["name"]: l["fingerprint"] for l in parent["lists"]}
+    before = {x["name"]: x["fingerprint"] for x in parent["lists"]}
     after = {r.name: r.fingerprint for r in plan.lists}
-    c_before = {c.get("path"): c["fingerprint"] for c in parent.get("concepts") or []}
-    c_after = {p: sc["fingerprint"] for p, sc in plan.concepts}
+    c_before = {c["fingerprint"]: c.get("path") for c in parent.get("concepts") or []}
+    c_after = {sc["fingerprint"]: plan.layout.rel(p) for p, sc in plan.concepts}
     return {"path": parent_dir, "manifest_sha256": hashlib.sha256(fileio.read_bytes(path)).hexdigest(),
             "run_id": parent["run"]["id"],
-            "lists_added": sorted(n for n in after if before.get(n) != after[n]),
-            "lists_retired": sorted(n for n in before if after.get(n) != before[n]),
-            "concepts_added": sorted(p for p in c_after if c_before.get(p) != c_after[p]),
-            "concepts_retired": sorted(p for p in c_before if c_after.get(p) != c_before[p])}
+            "lists_added": sorted(n for n in after if n not in before),
+            "lists_retired": sorted(n for n in before if n not in after),
+            "lists_replaced": [{"name": n, "before": before[n], "after": after[n]}
+                               for n in sorted(after) if n in before and before[n] != after[n]],
+            "concepts_added": sorted(c_after[f] for f in c_after if f not in c_before),
+            "concepts_retired": sorted(str(c_before[f]) for f in c_before if f not in c_after)}

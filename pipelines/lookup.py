@@ -9,13 +9,13 @@ from __future__ import annotations
 
 
 import numpy as np
-import pyarrow.parquet as pq
 
 from shardguard.indexes import fileio
+from shardguard.indexes.arrowio import read_table
 from shardguard.indexes.hashtypes import HASH_TYPES
 from shardguard.pipelines import manifest as mf
-from shardguard.pipelines.lineage import fileio_open
-from shardguard.transforms.features import compute_row_features, embeddings_from_table
+from shardguard.transforms.extractors.clip import embeddings_from_table
+from shardguard.transforms.features import compute_row_features
 
 
 def query_features(data: bytes, hashes, clip_size: int | None, exact: bool):
@@ -59,7 +59,7 @@ def lookup(run_dir: str, images: list[str], clip_threshold: float = 0.95, max_re
     for s in m["shards"]:
         if s["status"] != "ok":
             continue
-        t = pq.read_table(fileio_open(fileio.join(run_dir, s["outputs"]["features"]["path"])))
+        t = read_table(fileio.join(run_dir, s["outputs"]["features"]["path"]))
         _match_shard(s["shard"], t, queries, hashes, clip_threshold, results)
     out = []
     for path, rec, _ in queries:
@@ -98,3 +98,16 @@ def _match_shard(shard, table, queries, hashes, clip_threshold, results) -> None
                 found.setdefault(int(i), {"distances": {}})["clip_similarity"] = round(float(sims[i]), 4)
         for i, hit in found.items():
             results[path].append({"shard": shard, "key": cols["key"][i], "row": cols["row"][i], **hit})
+
+
+def text(result: dict) -> str:
+    """Human rendering of a lookup result."""
+    lines = [f"note: {result['note']}"] if result["note"] else []
+    for r in result["results"]:
+        status = "FOUND" if r["found"] else "not found"
+        lines.append(f"{r['image']}: {status}" + ("" if r["decoded"] else f" (query not decodable: {r['error']})"))
+        for h in r["matches"]:
+            d = ", ".join(f"{k} {v}" for k, v in h["distances"].items())
+            c = f", clip {h['clip_similarity']}" if "clip_similarity" in h else ""
+            lines.append(f"    {h['shard']}/{h['key']} (row {h['row']}): {d}{c}")
+    return "\n".join(lines)

@@ -16,7 +16,8 @@ from shardguard.indexes import fileio
 from shardguard.indexes.version import code_version
 
 MANIFEST_FORMAT = "shardguard-manifest/1"
-COUNT_KEYS = ("rows_in", "kept", "removed", "quarantined", "errored", "unchecked_kept")
+COUNT_KEYS = ("rows_in", "kept", "removed", "quarantined", "errored", "unchecked_kept", "tagged")
+ALL_FLAGGED_MIN_ROWS = 10  # a reason that flags every checked row of a run this big is a health failure
 _LIBS = ("apache-beam", "pyarrow", "numpy", "pillow", "imagehash", "scipy", "pdqhash", "faiss-cpu",
          "torch", "open-clip-torch")
 
@@ -36,30 +37,55 @@ def library_versions() -> dict:
     return out
 
 
-def run_id(config_fp: str, input_shas: list[str]) -> str:
-    """Content-addressed run id: the same inputs and config give the same id."""
+def content_id(config_fp: str, input_shas: list[str]) -> str:
+    """Content-addressed id: the same inputs and config give the same id (runs that should agree)."""
     h = hashlib.sha256(config_fp.encode())
     for s in sorted(input_shas):
         h.update(s.encode())
     return h.hexdigest()[:20]
 
 
+def new_run_id(started: str) -> str:
+    """A unique run id: start time and 48 random bits (two runs never share one)."""
+    import secrets
+
+    return started.replace("-", "").replace(":", "") + "-" + secrets.token_hex(6)
+
+
 def totals(shards: list[dict]) -> dict:
     """Summed counts, reasons and error classes over shards that finished."""
     tot = {k: 0 for k in COUNT_KEYS}
-    reasons: dict[str, int] = {}
-    errors: dict[str, int] = {}
+    tables: dict[str, dict[str, int]] = {"reasons": {}, "tags": {}, "errors": {}}
     for s in shards:
         if s["status"] != "ok":
             continue
         for k in COUNT_KEYS:
-            tot[k] += s["counts"][k]
-        for table, src in ((reasons, s["reasons"]), (errors, s["errors"])):
-            for k, v in src.items():
+            tot[k] += s["counts"].get(k, 0)
+        for name, table in tables.items():
+            for k, v in (s.get(name) or {}).items():
                 table[k] = table.get(k, 0) + v
     tot["shards"] = len(shards)
     tot["shards_failed"] = sum(1 for s in shards if s["status"] != "ok")
-    return {"counts": tot, "reasons": dict(sorted(reasons.items())), "errors": dict(sorted(errors.items()))}
+    return {"counts": tot, **{k: dict(sorted(v.items())) for k, v in tables.items()}}
+
+
+def health(manifest: dict) -> list[str]:
+    """What makes a finished run untrustworthy though every shard finished: a shard whose rows all
+    errored (nothing in it was checked: a wrong column or an unsupported layout, usually), or one
+    reason flagging every checked row of the run (a threshold or list that matches anything)."""
+    problems = []
+    for s in manifest["shards"]:
+        c = s.get("counts") or {}
+        if s["status"] == "ok" and c["rows_in"] and c["errored"] + c["unchecked_kept"] == c["rows_in"]:
+            classes = ", ".join(f"{k} ({v})" for k, v in sorted(s["errors"].items(), key=lambda kv: -kv[1]))
+            problems.append(f"shard {s['shard']}: all {c['rows_in']} rows errored, nothing in it was checked: {classes}")
+    t = manifest["totals"]
+    checked = t["counts"]["rows_in"] - t["counts"]["errored"] - t["counts"]["unchecked_kept"]
+    for reason, n in t["reasons"].items():
+        if checked >= ALL_FLAGGED_MIN_ROWS and n >= checked:
+            problems.append(f"{reason} flagged all {checked} checked rows of the run: a threshold or list that "
+                            "matches anything?")
+    return problems
 
 
 def check_accounting(manifest: dict) -> list[str]:
@@ -90,8 +116,8 @@ def build_manifest(*, config: dict, config_fp: str, lists: list[dict], shards: l
     shards = sorted(shards, key=lambda s: s["shard"])
     manifest = {
         "format": MANIFEST_FORMAT, "kind": kind,
-        "run": {"id": run_id(config_fp, [s["input"].get("sha256") or "" for s in shards]),
-                "started_at": started, "finished_at": finished},
+        "run": {"id": new_run_id(started), "started_at": started, "finished_at": finished},
+        "content_id": content_id(config_fp, [s["input"].get("sha256") or "" for s in shards]),
         "code_version": code_version(), "libraries": library_versions(),
         "config": config, "config_fingerprint": config_fp,
         "lists": [{k: v for k, v in sc.items()} for sc in lists],
@@ -99,6 +125,8 @@ def build_manifest(*, config: dict, config_fp: str, lists: list[dict], shards: l
     }
     if extra:
         manifest.update(extra)
+    problems = health(manifest)
+    manifest["health"] = {"ok": not problems, "problems": problems}
     return manifest
 
 
@@ -124,21 +152,40 @@ def read_manifest(output_dir: str) -> dict:
     return manifest
 
 
+def _table(title: str, table: dict) -> list[str]:
+    return [f"  {title}:"] + [f"    {k}: {v}" for k, v in table.items()] if table else []
+
+
 def summary_text(manifest: dict) -> str:
-    """Human summary: totals, reasons, errors, lists and failed shards."""
+    """Human summary: rows per verdict, then rows per reason, tag and error class, lists, failures."""
     t = manifest["totals"]["counts"]
     lines = [f"shardguard {manifest['kind']} run {manifest['run']['id']} "
              f"({manifest['run']['started_at']} → {manifest['run']['finished_at']})",
              f"  shards: {t['shards']} ({t['shards_failed']} failed)",
              f"  rows:   {t['rows_in']} in = {t['kept']} kept + {t['removed']} removed + "
              f"{t['quarantined']} quarantined + {t['errored']} errored"
-             + (f"  ({t['unchecked_kept']} kept unchecked)" if t["unchecked_kept"] else "")]
-    if manifest["totals"]["reasons"]:
-        lines.append("  removals/quarantines by reason:")
-        lines += [f"    {k}: {v}" for k, v in manifest["totals"]["reasons"].items()]
-    if manifest["totals"]["errors"]:
-        lines.append("  errors by class:")
-        lines += [f"    {k}: {v}" for k, v in manifest["totals"]["errors"].items()]
+             + (f"  ({t['unchecked_kept']} kept unchecked)" if t.get("unchecked_kept") else "")
+             + (f"; {t['tagged']} tagged" if t.get("tagged") else "")]
+    tot = manifest["totals"]
+    lines += _table("rows removed or quarantined, per reason (a row can have several)", tot["reasons"])
+    lines += _table("rows tagged, per tag (recorded, not removed)", tot.get("tags") or {})
+    lines += _table("rows not fully checked, per error class", tot["errors"])
+    lines += _model_lines(manifest)
+    if manifest["lists"]:
+        lines.append("  lists:")
+        lines += [f"    {sc['name']}: {sc['type']}, {sc['entries']} entries, max distance {sc['max_distance']}"
+                  f", action {sc['action']}, fingerprint {sc['fingerprint'][:16]}" for sc in manifest["lists"]]
+    for s in manifest["shards"]:
+        if s["status"] != "ok":
+            lines.append(f"  FAILED shard {s['shard']} ({s['input']['path']}): "
+                         f"{s['failure']['stage']}: {s['failure']['message'][:160]}")
+    for p in (manifest.get("health") or {}).get("problems", []):
+        lines.append(f"  HEALTH CHECK FAILED: {p}")
+    return "\n".join(lines)
+
+
+def _model_lines(manifest: dict) -> list[str]:
+    lines = []
     model = (manifest.get("features") or {}).get("model")
     if model:
         lines.append(f"  model: {model['spec']} (weights sha256 {model['weights_sha256'][:16]}, "
@@ -149,12 +196,4 @@ def summary_text(manifest: dict) -> str:
     for c in manifest.get("concepts") or []:
         lines.append(f"  concepts {c['path']}: " + ", ".join(
             f"{x['name']} (≥{x['threshold']}, {x['action']})" for x in c["concepts"]))
-    if manifest["lists"]:
-        lines.append("  lists:")
-        lines += [f"    {sc['name']}: {sc['type']} {sc['entries']} entries, max distance {sc['max_distance']}"
-                  f", action {sc['action']}, fingerprint {sc['fingerprint'][:16]}" for sc in manifest["lists"]]
-    for s in manifest["shards"]:
-        if s["status"] != "ok":
-            lines.append(f"  FAILED shard {s['shard']} ({s['input']['path']}): "
-                         f"{s['failure']['stage']}: {s['failure']['message'][:160]}")
-    return "\n".join(lines)
+    return lines

@@ -1,23 +1,44 @@
-"""Launch-time resolution of a run: lists, model, concept indexes, actions and fingerprints.
+"""Launch-time resolution of a run: lists, model, concept indexes, extractors, rules, fingerprints.
 
 Everything that can be wrong with a config is found here, before any shard is touched: malformed
-lists, unreadable checkpoints, concept indexes built for another model. The features fingerprint
-covers what decides the stored features (hash set, decode settings, columns, model); the verdict
-fingerprint what decides verdicts (lists, concepts, rules, expansion); a shard is redone when either
-changes.
+lists, unreadable checkpoints, concept indexes built for another model, rules that need a feature
+the run does not compute, a run that would check nothing. The features fingerprint covers what
+decides the stored features (extractors, decode settings, columns); the verdict fingerprint what
+decides verdicts given the features (every rule's fingerprint, the error policy, URL redaction).
 """
 from __future__ import annotations
 
 import dataclasses
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from shardguard.indexes import fileio
-from shardguard.indexes.artifacts import ArtifactError
 from shardguard.indexes.hashtypes import HASH_TYPES
 from shardguard.pipelines.config import ConfigError, ScanConfig
 from shardguard.pipelines.lists import ResolvedList, resolve_lists
-from shardguard.transforms.match import INTEGRITY_SOURCE, NEIGHBOR_SOURCE
+from shardguard.transforms import extractors as ex
+from shardguard.transforms import rules as rl
+from shardguard.transforms.contracts import RunLayout
+from shardguard.transforms.featurestage import FeatureSettings
+from shardguard.transforms.verdict import VerdictSettings
+
+FAST_DECODE_VERSION = 3  # the fast path's algorithm (README): a rerun never mixes its hashes with an older run's
+
+
+@dataclass
+class RuleContext:
+    """What ``Rule.build`` reads: the config and what was resolved from it."""
+
+    cfg: ScanConfig
+    lists: list[ResolvedList]
+    concepts: list[tuple[str, dict]]
+    url_lists: list = field(default_factory=list)
+
+    def seed_rules(self) -> list:
+        """Hash-list rules whose matches confirm known-bad rows (expansion seeds): action remove."""
+        from shardguard.transforms.rules.hashlists import HashListRule
+
+        return [r for r in HashListRule.build(self) if r.action == "remove"]
 
 
 @dataclass
@@ -25,14 +46,20 @@ class RunPlan:
     """A validated run: the config plus everything resolved from it."""
 
     cfg: ScanConfig
+    layout: RunLayout
     lists: list[ResolvedList]
     hashes: tuple[str, ...]
+    extractors: tuple = ()
+    rules: tuple = ()
     model_spec: object | None = None
     model_info: dict | None = None
-    clip_size: int | None = None
-    concepts: list[tuple[str, dict]] = dataclasses.field(default_factory=list)
+    concepts: list[tuple[str, dict]] = field(default_factory=list)
     features_fp: str = ""
     verdict_fp: str = ""
+    computed: list = field(default_factory=list)
+    url_lists: list = field(default_factory=list)
+    url_sidecars: list = field(default_factory=list)
+    metadata_only: bool = False  # a pre-filter: rows are URLs, no image is read
 
     @property
     def config_fp(self) -> str:
@@ -41,35 +68,52 @@ class RunPlan:
 
     @property
     def actions(self) -> dict[str, str]:
-        """Reason → action, for every reason this run can produce."""
-        acts = {f"hashlist:{r.name}": r.sidecar["action"] for r in self.lists}
-        for _, sc in self.concepts:
-            acts.update({f"concept:{c['name']}": c["action"] for c in sc["concepts"]})
-        acts["rule:min-clip-score"] = self.cfg.clip.min_score_action
-        acts[NEIGHBOR_SOURCE] = self.cfg.expand.action
-        acts[INTEGRITY_SOURCE] = self.cfg.integrity.action
-        return acts
+        """Reason → action, for every reason this run's rules can give."""
+        return {reason: action for r in self.rules for reason, action in r.reasons().items()}
+
+    def build_rules(self) -> tuple:
+        """Every rule the registry builds from this plan's resolved config."""
+        ctx = RuleContext(self.cfg, self.lists, self.concepts, list(self.url_lists))
+        return tuple(r for cls in rl.registry() for r in cls.build(ctx))
+
+    def install(self) -> None:
+        """Copy the run's list and concept artifacts into the output; rules then load those copies."""
+        from shardguard.pipelines import concepts, lists
+
+        self.lists = lists.install(self.lists, self.layout)
+        self.concepts = concepts.install(self.concepts, self.layout)
+        self.url_lists = lists.install_url_lists(self.url_lists, self.layout)
+        self.rules = self.build_rules()
+
+    def list_records(self) -> list[dict]:
+        """What the manifest records about every list (sidecars, never entries), path relative to the run."""
+        hashed = [dict(r.sidecar, path=self.layout.rel(r.art_dir), name=r.name) for r in self.lists]
+        return hashed + list(self.url_sidecars)
+
+    def feature_settings(self) -> FeatureSettings:
+        """What the features stage needs."""
+        cfg = self.cfg
+        return FeatureSettings(tuple(self.extractors), cfg.decode.max_pixels, cfg.decode.exact, self.columns,
+                               self.features_fp, cfg.force, self.metadata_only)
+
+    def verdict_settings(self) -> VerdictSettings:
+        """What the verdict stage needs."""
+        cfg = self.cfg
+        return VerdictSettings(tuple(self.rules), self.actions, cfg.decode.on_error, cfg.redact_urls,
+                               self.columns, self.config_fp, cfg.force)
 
     @property
     def columns(self):
         """Input columns, with the integrity reference column when one is configured."""
         return dataclasses.replace(self.cfg.columns, integrity=self.cfg.integrity.column)
 
-    @property
-    def seed_sources(self) -> tuple[str, ...]:
-        """Lists whose matches confirm known-bad rows (kNN seeds): those whose action is remove."""
-        return tuple(r.name for r in self.lists if r.sidecar["action"] == "remove")
-
-    @property
-    def embed_dim(self) -> int | None:
-        """Embedding width, when the run computes embeddings."""
-        return self.model_info["embed_dim"] if self.model_info else None
-
     def manifest_extra(self) -> dict:
         """What the manifest records about features and indexes beyond the config."""
         return {"features": {"hashes": list(self.hashes), "model": self.model_info,
-                             "fingerprint": self.features_fp},
-                "concepts": [dict(sc, path=path) for path, sc in self.concepts],
+                             "fingerprint": self.features_fp, "computed": self.computed,
+                             "columns": [f.name for e in ex.ordered(self.extractors) for f in e.columns()]},
+                "concepts": [dict(sc, path=self.layout.rel(path)) for path, sc in self.concepts],
+                "rules": sorted({k for r in self.rules for k in r.kinds}),
                 "verdict_fingerprint": self.verdict_fp}
 
 
@@ -84,84 +128,101 @@ def _load_model(cfg: ScanConfig):
     return dataclasses.replace(spec, pinned_sha256=info["weights_sha256"]), info, size
 
 
-def _concepts(cfg: ScanConfig, model_info: dict | None) -> list[tuple[str, dict]]:
-    from shardguard.indexes.concepts import check_model, read_concept_sidecar
-
-    out, names = [], set()
-    for entry in cfg.concepts:
-        path, _, pin = entry.partition("#")  # "PATH#FINGERPRINT" pins the index
-        sc = read_concept_sidecar(path)
-        if pin and sc["fingerprint"] != pin:
-            raise ArtifactError(f"concept index {path}: fingerprint {sc['fingerprint'][:16]}… is not the "
-                                f"pinned {pin[:16]}…")
-        if model_info is None:
-            raise ConfigError(f"concept index {path} needs embeddings: give --clip-model")
-        check_model(sc, model_info, f"concept index {path}")
-        for c in sc["concepts"]:
-            if c["name"] in names:
-                raise ConfigError(f"concept {c['name']!r} is defined by two concept indexes")
-            names.add(c["name"])
-        out.append((path, sc))
-    return out
-
-
-def verdict_fingerprint(cfg: ScanConfig, lists, concepts) -> str:
-    """sha256 of what decides verdicts given the features."""
-    pinned = {"lists": [[r.name, r.fingerprint, r.sidecar["action"]] for r in lists],
-              "concepts": [sc["fingerprint"] for _, sc in concepts],
-              "min_clip_score": [cfg.clip.min_score, cfg.clip.min_score_action],
-              "expand": dataclasses.asdict(cfg.expand), "on_error": cfg.decode.on_error,
-              "integrity": dataclasses.asdict(cfg.integrity), "redact_urls": cfg.redact_urls}
-    return hashlib.sha256(fileio.canonical_json(pinned)).hexdigest()
-
-
-FAST_DECODE_VERSION = 3
-
-
-def features_fingerprint(cfg: ScanConfig, hashes, model_info) -> str:
-    """sha256 of what decides the stored features."""
-    pinned = {"columns": dataclasses.asdict(dataclasses.replace(cfg.columns, integrity=cfg.integrity.column)),
-              "hashes": list(hashes),
-              "max_pixels": cfg.decode.max_pixels, "exact_decode": cfg.decode.exact,
-              # the fast path's algorithm changes with the code (2: block-summed LANCZOS weights,
-              # dHash from 128-px drafts; 3: luma-only drafts when only pHash/dHash read pixels):
-              # a rerun must not mix its hashes with an older run's
-              "fast_decode_version": None if cfg.decode.exact else FAST_DECODE_VERSION,
-              "model": model_info and model_info["weights_sha256"],
-              "embed_batch": cfg.clip.batch_size if model_info else None}
-    return hashlib.sha256(fileio.canonical_json(pinned)).hexdigest()
-
-
-def prepare(cfg: ScanConfig, list_dir: str | None = None, parent_features: dict | None = None) -> RunPlan:
-    """Resolve and validate everything; raises ConfigError / ListFormatError / ArtifactError /
-    ModelError with a message naming the file (and line) at fault.
-
-    ``parent_features`` (a re-filter) is the parent manifest's ``features`` block: the features exist
-    already, so no model is loaded and the parent's hash set and fingerprint are used as they are.
-    """
-    lists = resolve_lists(cfg.lists, list_dir or cfg.output)
-    spec = info = size = None
-    if parent_features is not None:
-        info = parent_features.get("model")
-    elif cfg.clip.model:
-        spec, info, size = _load_model(cfg)
-    elif cfg.expand.threshold is not None or cfg.clip.min_score is not None:
-        raise ConfigError("kNN expansion and min_clip_score need embeddings: give --clip-model")
-    concepts = _concepts(cfg, info)
+def hashes_for(cfg: ScanConfig, lists) -> tuple[str, ...]:
+    """The hash types to compute: the configured ones plus what lists and the integrity check need."""
     wanted = set(cfg.hashes) | {r.sidecar["type"] for r in lists}
     if cfg.integrity.column:
         wanted.add(cfg.integrity.type)
-    hashes = tuple(n for n in HASH_TYPES if n in wanted)
-    if parent_features is not None:
-        hashes = tuple(parent_features["hashes"])
-    plan = RunPlan(cfg=cfg, lists=lists, hashes=hashes, model_spec=spec, model_info=info,
-                   clip_size=size, concepts=concepts)
-    plan.features_fp = (parent_features["fingerprint"] if parent_features is not None
-                        else features_fingerprint(cfg, hashes, info))
-    plan.verdict_fp = verdict_fingerprint(cfg, lists, concepts)
-    if cfg.expand.threshold is not None and not plan.seed_sources:
+    return tuple(n for n in HASH_TYPES if n in wanted)
+
+
+def extractors_for(cfg: ScanConfig, hashes, spec, info, size) -> tuple:
+    """The run's feature extractors (the always-present ones are added by the registry)."""
+    from shardguard.transforms.extractors.clip import ClipExtractor
+    from shardguard.transforms.extractors.hashes import HashExtractor
+
+    out = [HashExtractor(hashes, cfg.decode.exact)]
+    if info is not None:
+        out.append(ClipExtractor(spec, cfg.clip.device, cfg.clip.batch_size, size or 224, info["embed_dim"],
+                                 cfg.clip.large_model))
+    return tuple(ex.ordered(out))
+
+
+def features_fingerprint(cfg: ScanConfig, extractors) -> str:
+    """sha256 of what decides the stored features."""
+    pinned = {"columns": dataclasses.asdict(dataclasses.replace(cfg.columns, integrity=cfg.integrity.column)),
+              "extractors": {e.name: e.fingerprint() for e in extractors},
+              "max_pixels": cfg.decode.max_pixels, "exact_decode": cfg.decode.exact,
+              "fast_decode_version": None if cfg.decode.exact else FAST_DECODE_VERSION}
+    return hashlib.sha256(fileio.canonical_json(pinned)).hexdigest()
+
+
+def verdict_fingerprint(cfg: ScanConfig, rules) -> str:
+    """sha256 of what decides verdicts given the features."""
+    pinned = {"rules": [r.fingerprint() for r in rules], "on_error": cfg.decode.on_error,
+              "redact_urls": cfg.redact_urls}
+    return hashlib.sha256(fileio.canonical_json(pinned)).hexdigest()
+
+
+def check_rules(cfg: ScanConfig, rules, columns: set[str], where: str) -> None:
+    """Every rule's features exist; expansion has seeds; a run without rules says it wants that."""
+    for r in rules:
+        missing = r.requires() - columns
+        if missing:
+            need = "embeddings: give --clip-model" if "embedding" in missing or "clip_score" in missing \
+                else f"feature(s) {sorted(missing)}"
+            raise ConfigError(f"{sorted(r.reasons())[0]} needs {need} ({where})")
+    if cfg.expand.threshold is not None and not any(r.action == "remove" for r in rules if r.kinds == ("hashlist",)):
         raise ConfigError("kNN expansion needs at least one hash list with action remove (the seeds)")
+    if not rules and not cfg.features_only:
+        raise ConfigError("nothing to check: no hash list, concept index, rule, expansion or dedup is configured; "
+                          "give one, or --features-only if only features are wanted")
+
+
+def computed_columns(extractors) -> set[str]:
+    """Feature columns that hold values in this run (base columns and what each extractor fills)."""
+    from shardguard.transforms.features import BASE_FIELDS
+
+    return {f.name for f in BASE_FIELDS} | {c for e in extractors for c in e.computed()}
+
+
+def _features(cfg: ScanConfig, lists, parent_features: dict | None, metadata_only: bool = False):
+    """(model spec, model info, hashes, extractors, computed columns) of a scan or a re-filter."""
+    if metadata_only:  # a pre-filter: rows are URLs
+        extractors = tuple(ex.ordered([]))
+        return None, None, (), extractors, computed_columns([])
+    if parent_features is not None:  # a re-filter: the parent's features, no model loaded
+        info = parent_features.get("model")
+        hashes = tuple(parent_features["hashes"])
+        extractors = extractors_for(cfg, hashes, None, info, None)
+        return None, info, hashes, extractors, set(parent_features.get("computed") or computed_columns(extractors))
+    spec = info = size = None
+    if cfg.clip.model:
+        spec, info, size = _load_model(cfg)
+    hashes = hashes_for(cfg, lists)
+    extractors = extractors_for(cfg, hashes, spec, info, size)
+    return spec, info, hashes, extractors, computed_columns(extractors)
+
+
+def prepare(cfg: ScanConfig, layout: RunLayout, staging: str, parent_features: dict | None = None,
+            url_lists=(), metadata_only: bool = False) -> RunPlan:
+    """Resolve and validate everything (module doc); raises ConfigError / ListFormatError /
+    ArtifactError / ModelError with a message naming the file (and line) at fault.
+
+    ``parent_features`` (a re-filter) is the parent manifest's ``features`` block: the features exist
+    already, so no model is loaded and the parent's hash set and fingerprint are used as they are."""
+    from shardguard.pipelines.concepts import resolve_concepts
+
+    lists = resolve_lists(cfg.lists, staging)
+    spec, info, hashes, extractors, have = _features(cfg, lists, parent_features, metadata_only)
+    concepts = resolve_concepts(cfg.concepts, info)
+    plan = RunPlan(cfg=cfg, layout=layout, lists=lists, hashes=hashes, extractors=extractors,
+                   model_spec=spec, model_info=info, concepts=concepts, url_lists=list(url_lists),
+                   metadata_only=metadata_only)
+    plan.rules = rules = plan.build_rules()
+    check_rules(cfg, rules, have, "the parent run's features" if parent_features else "this run's features")
+    plan.features_fp = parent_features["fingerprint"] if parent_features is not None \
+        else features_fingerprint(cfg, extractors)
+    plan.verdict_fp = verdict_fingerprint(cfg, rules)
+    plan.computed = sorted(have)
     return plan
-
-
-__all__ = ["RunPlan", "prepare", "ArtifactError"]

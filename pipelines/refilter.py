@@ -1,45 +1,56 @@
-"""Re-filter a finished run with a new set of lists and concept indexes, from stored features only.
+"""``shardguard refilter``: re-apply a new set of lists, concepts and rules to a finished run, from its
+stored features only.
 
 ``shardguard refilter --from RUN_DIR --output NEW_DIR [--hash-list …] [--concepts …]
-[--retire-list NAME …] [--retire-concept NAME …]`` reads the parent manifest and ``features/``, never
-decodes an image or runs a model, and writes a complete run directory whose outputs equal a fresh
-scan with the same lists: the verdict stage is the scan's own (``scan.verdict_stage``).
+[--retire-list NAME …] [--retire-concepts PATH …]`` reads the parent manifest and ``features/``, never
+decodes an image or runs a model, and writes a complete, self-contained run directory (the parent's
+features and every list and concept index it applies are copied in) whose outputs equal a fresh scan
+with the same lists: the verdict stage is the scan's own. A ``--hash-list`` whose name is one of the
+parent's lists replaces it (a partner's new version of the same list); the lineage records both
+fingerprints and the rows newly flagged and restored.
 """
 from __future__ import annotations
 
-import argparse
-import dataclasses
-
-
 from shardguard.indexes import fileio
-from shardguard.pipelines import config as cfgmod
+from shardguard.pipelines import configload
 from shardguard.pipelines import manifest as mf
+from shardguard.pipelines.config import ConfigError, HashListSpec, ScanConfig
+from shardguard.pipelines.flags import list_flag_data
+from shardguard.pipelines.launch import Launch, claim_and_install, execute, now, staging_dir
 from shardguard.pipelines.lineage import diff_runs, lineage
-from shardguard.pipelines.options import configure_filesystems, pipeline_options
-from shardguard.pipelines.plan import RunPlan, prepare
-from shardguard.pipelines.runutil import OutputError, error_exit, prepare_output, run_beam
-from shardguard.transforms.read import ShardSpecs
-from shardguard.transforms.read_features import ReadStoredFeatures
+from shardguard.pipelines.options import (StrictParser, UsageError, configure_filesystems, is_dry_run,
+                                          pipeline_options, split_args)
+from shardguard.pipelines.plan import prepare
+from shardguard.pipelines.runutil import error_exit
+from shardguard.transforms.contracts import ParentShard, RunLayout, ShardSpec
+
+DESCRIPTION = """Re-apply lists, concept indexes and rules to a finished run from its stored features
+(no image is decoded, no model runs). The new run directory is complete and self-contained.
+Beam pipeline options are accepted beside these flags; exit codes as for scan."""
 
 
 class RefilterError(ValueError):
     """A re-filter that cannot run (missing features, unusable parent)."""
 
 
-def add_flags(p: argparse.ArgumentParser) -> None:
-    """refilter's own flags; everything else goes to Beam."""
+def parser() -> StrictParser:
+    """refilter's own flags (Beam's options are accepted beside them)."""
+    p = StrictParser(prog="shardguard refilter", description=DESCRIPTION)
     p.add_argument("--from", dest="parent", required=True, help="parent run directory")
-    p.add_argument("--output", required=True)
-    p.add_argument("--hash-list", action="append", default=[], metavar="[NAME@]TYPE=PATH[:MAXDIST]")
-    p.add_argument("--concepts", action="append", default=[])
-    p.add_argument("--retire-list", action="append", default=[], metavar="NAME")
+    p.add_argument("--output", required=True, help="new run directory")
+    p.add_argument("--hash-list", action="append", default=[], metavar="[NAME@]TYPE=PATH[:MAXDIST]",
+                   help="list to add; one named like a parent list replaces it (repeatable)")
+    p.add_argument("--concepts", action="append", default=[], help="concept index to add (repeatable)")
+    p.add_argument("--retire-list", action="append", default=[], metavar="NAME", help="parent list to stop applying")
     p.add_argument("--retire-concepts", action="append", default=[], metavar="PATH",
-                   help="concept index (as recorded in the parent) to stop applying")
-    p.add_argument("--expand-threshold", type=float)
-    p.add_argument("--min-clip-score", type=float)
+                   help="parent concept index to stop applying (its path as the parent recorded it, or its name)")
+    p.add_argument("--expand-threshold", type=float, help="kNN expansion cosine threshold, in (0, 1]")
+    p.add_argument("--min-clip-score", type=float, help="flag rows whose image-caption cosine is below this")
     p.add_argument("--relocate", action="append", default=[], metavar="OLD=NEW",
-                   help="inputs moved: replace the path prefix OLD with NEW")
-    p.add_argument("--force", action="store_true")
+                   help="inputs moved: replace the path prefix OLD with NEW (the sha256 check still applies)")
+    p.add_argument("--force", action="store_true", help="redo every shard; accept an output with another config")
+    p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    return p
 
 
 def _relocate(path: str, rules: list[str]) -> str:
@@ -50,111 +61,105 @@ def _relocate(path: str, rules: list[str]) -> str:
     return path
 
 
-def artifact_path(run_dir: str, path: str) -> str:
-    """A list artifact path from a manifest: relative ones live inside the run directory."""
-    return path if path.startswith("/") or "://" in path else fileio.join(run_dir, path)
-
-
-def child_config(parent: dict, args) -> cfgmod.ScanConfig:
-    """The parent's config with the list changes and the new output applied."""
-    base = cfgmod.from_data(parent["config"], f"{args.parent}/manifest.json")
-    known = {l["name"] for l in parent["lists"]}
+def _lists(parent: dict, parent_dir: str, args) -> list:
+    """The parent's lists (their copies in the parent run), minus retired, replaced by same-named new ones."""
+    layout = RunLayout(parent_dir)
+    known = {x["name"] for x in parent["lists"]}
     unknown = [n for n in args.retire_list if n not in known]
     if unknown:
         raise RefilterError(f"--retire-list {unknown}: the parent has lists {sorted(known)}")
-    kept = [cfgmod.HashListSpec(type=l["type"], path=artifact_path(args.parent, l["path"]), name=l["name"],
-                                action=l["action"],
-                                fingerprint=l["fingerprint"])
-            for l in parent["lists"] if l["name"] not in args.retire_list]
-    added = [cfgmod.parse_list_flag(v) for v in args.hash_list]
-    concepts = tuple(c for c in base.concepts if c not in args.retire_concepts) + tuple(args.concepts)
-    over = {"output": args.output, "lists": tuple(kept + added), "concepts": concepts, "force": args.force}
+    added = [list_flag_data(v) for v in args.hash_list]
+    for a in added:  # a flag's list is named after its file unless NAME@ is given
+        a["name"] = a["name"] or _default_name(a)
+    replaced = {a["name"] for a in added}
+    kept = [{"type": x["type"], "path": layout.abs(x["path"]), "name": x["name"], "action": x["action"],
+             "fingerprint": x["fingerprint"]}
+            for x in parent["lists"] if x["name"] not in args.retire_list and x["name"] not in replaced]
+    return kept + added
+
+
+def _default_name(data: dict) -> str:
+    from shardguard.pipelines.lists import default_name
+
+    return default_name(configload.build(HashListSpec, dict(data), "--hash-list"))
+
+
+def _concepts(parent: dict, parent_dir: str, args) -> list[str]:
+    layout = RunLayout(parent_dir)
+    keep = []
+    for c in parent.get("concepts") or []:
+        names = {c.get("path"), layout.abs(c.get("path") or ""), (c.get("path") or "").rstrip("/").rsplit("/", 1)[-1]}
+        if not names & set(args.retire_concepts):
+            keep.append(f"{layout.abs(c['path'])}#{c['fingerprint']}")
+    return keep + list(args.concepts)
+
+
+def child_config(parent: dict, args):
+    """The parent's config with the list and concept changes, the new output and the rule flags."""
+    data = dict(parent["config"], output=args.output, lists=_lists(parent, args.parent, args),
+                concepts=_concepts(parent, args.parent, args), force=bool(args.force))
     if args.expand_threshold is not None:
-        over["expand"] = dataclasses.replace(base.expand, threshold=args.expand_threshold)
+        data["expand"] = dict(data.get("expand") or {}, threshold=args.expand_threshold)
     if args.min_clip_score is not None:
-        over["clip"] = dataclasses.replace(base.clip, min_score=args.min_clip_score)
-    return cfgmod.with_overrides(base, over, "refilter flags")
+        data["clip"] = dict(data.get("clip") or {}, min_score=args.min_clip_score)
+    return configload.build(ScanConfig, data, "refilter flags")
 
 
-def _ok_shard_names(parent: dict) -> str:
-    ok = [s["shard"] for s in parent["shards"] if s["status"] == "ok"]
-    return ", ".join(ok[:5]) + (f" and {len(ok) - 5} more" if len(ok) > 5 else "")
+def _marker(parent_dir: str, shard: str) -> dict | None:
+    path = RunLayout(parent_dir).features_marker(shard)
+    return fileio.read_json(path) if fileio.exists(path) else None
 
 
-def check_embeddings(cfg: cfgmod.ScanConfig, parent: dict, parent_dir: str) -> None:
-    """Concepts, expansion and the clip-score rule need stored embeddings."""
-    needs = cfg.concepts or cfg.expand.threshold is not None or cfg.clip.min_score is not None
-    if needs and not parent["features"].get("model"):
-        raise RefilterError(f"concepts, kNN expansion and min_clip_score need feature 'embedding', which "
-                            f"run {parent_dir} did not compute (shards: {_ok_shard_names(parent)}); "
-                            "rescan with --clip-model")
+def shard_specs(parent: dict, parent_dir: str, relocate: list[str]) -> list[ShardSpec]:
+    """One spec per parent shard: its input (maybe relocated) and everything the parent recorded."""
+    specs = []
+    for s in sorted(parent["shards"], key=lambda s: s["shard"]):
+        ps = ParentShard(run_dir=parent_dir, input_sha256=s["input"].get("sha256"), input_size=s["input"].get("size"),
+                         status=s["status"], outputs=s.get("outputs") or {}, failure=s.get("failure"),
+                         features_marker=_marker(parent_dir, s["shard"]) if s["status"] == "ok" else None)
+        specs.append(ShardSpec(s["shard"], _relocate(s["input"]["path"], relocate),
+                               s["input"].get("format", "parquet"), ps))
+    return specs
 
 
-def check_features(plan: RunPlan, parent: dict, parent_dir: str) -> None:
-    """Stop with a clear error when a list or concept needs a feature the parent did not compute."""
-    have = set(parent["features"]["hashes"])
-    names = _ok_shard_names(parent)
-    for r in plan.lists:
-        if r.sidecar["type"] not in have:
-            raise RefilterError(f"list {r.name} needs feature {r.sidecar['type']!r}, which run {parent_dir} "
-                                f"did not compute (shards: {names}); rescan with it in 'hashes'")
+def check_parent(parent: dict, parent_dir: str, output: str) -> None:
+    """The parent's features exist, and the output is not the parent itself."""
+    if RunLayout(output).abs("x").rstrip("x") == RunLayout(parent_dir).abs("x").rstrip("x"):
+        raise RefilterError("--output is the parent run; give a new directory")
     for s in parent["shards"]:
         if s["status"] == "ok" and not fileio.exists(fileio.join(parent_dir, s["outputs"]["features"]["path"])):
             raise RefilterError(f"shard {s['shard']}: feature file {s['outputs']['features']['path']} "
                                 f"is missing from {parent_dir}")
 
 
-def shard_specs(parent: dict, parent_dir: str, relocate: list[str]) -> list[dict]:
-    """One spec per parent shard: input (maybe relocated), features file and their fingerprints."""
-    specs = []
-    for s in sorted(parent["shards"], key=lambda s: s["shard"]):
-        spec = {"shard": s["shard"], "path": _relocate(s["input"]["path"], relocate),
-                "parent_sha256": s["input"]["sha256"], "parent_size": s["input"]["size"],
-                "format": s["input"].get("format", "parquet")}
-        if s["status"] == "ok":
-            spec.update(features_path=fileio.join(parent_dir, s["outputs"]["features"]["path"]),
-                        features_sha256=s["outputs"]["features"]["sha256"], parent_dir=parent_dir,
-                        parent_outputs=s["outputs"])
-        else:
-            spec.update(features_path="", open_error=f"parent shard failed: {s['failure']['message']}")
-        specs.append(spec)
-    return specs
-
-
 def run(argv=None) -> int:
-    """Run a re-filter; exit code as for scan."""
-    from shardguard.pipelines.scan import _now, finish_manifest, verdict_stage
-
-    parser = argparse.ArgumentParser(prog="shardguard refilter", description=__doc__)
-    add_flags(parser)
-    args, beam_args = parser.parse_known_args(argv)
-    started = _now()
-    options = pipeline_options(beam_args)
-    configure_filesystems(options)
+    """Run a re-filter; exit codes as for scan."""
     try:
-        prepare_output(args.output)
+        args, beam_args = split_args(parser(), argv)
+        options = pipeline_options(beam_args)
+        configure_filesystems(options)
         parent = mf.read_manifest(args.parent)
+        check_parent(parent, args.parent, args.output)
         cfg = child_config(parent, args)
-        check_embeddings(cfg, parent, args.parent)
-        plan = prepare(cfg, list_dir=args.output, parent_features=parent["features"])
-        check_features(plan, parent, args.parent)
-    except (ValueError, OSError) as exc:  # config, list, model, pin or output errors
+        launch = Launch(kind="refilter", plan=None, specs=shard_specs(parent, args.parent, args.relocate),
+                        options=options, started=now(), adopt_parent=True, quiet=args.quiet)
+        with staging_dir() as staging:
+            launch.plan = prepare(cfg, RunLayout(cfg.output), staging, parent_features=parent["features"])
+            if is_dry_run(options):
+                return execute(launch)
+            claim_and_install(launch)
+    except (UsageError, ValueError, OSError) as exc:  # config, list, pin, parent or output errors
         return error_exit(exc)
-    specs = shard_specs(parent, args.parent, args.relocate)
 
-    def build(p):
-        parts = (p | "Shards" >> ShardSpecs(specs)
-                 | "Read" >> ReadStoredFeatures(cfg.output, plan.config_fp, cfg.force))
-        verdict_stage({k: parts[k] for k in ("info", "features", "failed")}, plan, len(specs))
+    def after(launch: Launch) -> None:
+        changes = diff_runs(args.parent, cfg.output, new_manifest_shards=[s.shard for s in launch.specs])
+        launch.extra["parent"] = dict(lineage(parent, args.parent, launch.plan), changes=changes)
 
-    try:
-        run_beam(build, options)
-        changes = diff_runs(args.parent, cfg.output, new_manifest_shards=specs)
-        extra = {"parent": dict(lineage(parent, args.parent, plan), changes=changes)}
-        manifest = finish_manifest(plan, specs, started, kind="refilter", extra=extra)
-    except OutputError as exc:
-        return error_exit(exc)
-    print(mf.summary_text(manifest))
-    print(f"  vs parent: {changes['newly_flagged_total']} newly removed/quarantined, "
-          f"{changes['restored_total']} restored")
-    return 1 if manifest["totals"]["counts"]["shards_failed"] else 0
+    rc = execute(launch, after=after)
+    if "parent" in launch.extra:
+        c = launch.extra["parent"]["changes"]
+        print(f"  vs parent: {c['newly_flagged_total']} newly removed/quarantined, {c['restored_total']} restored")
+    return rc
+
+
+__all__ = ["ConfigError", "RefilterError", "run"]

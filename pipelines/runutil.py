@@ -1,51 +1,43 @@
-"""What every pipeline command does around the Beam run: prepare the output, run, explain failures.
+"""What every pipeline command does around the Beam run: run it quietly, explain failures in one line.
 
-* Before any work the output directory is probed with a small atomic write, so a read-only,
-  missing or full output stops the run at once with one clear line.
-* Temporary files left by a killed run (``.tmp-*`` beside their targets) are removed at the start
-  of the next run into the same output (one writer per output directory at a time, as documented).
-* An IO error raised inside the pipeline (disk full, permission denied) is reported as one line
-  naming the errno and path, not a wall of worker tracebacks; the exit code is 3.
+An IO error raised inside the pipeline (disk full, permission denied) is reported as one line naming
+the errno and the path, not a wall of worker tracebacks (Beam's own error logging of the same
+failure is held back while the run's exception is explained); the exit code is 3.
+Exit codes: 0 success, 1 some shard failed or the run's health check failed, 2 usage, config,
+list, model or pin errors (nothing was run), 3 the output cannot be written.
 """
 from __future__ import annotations
 
+import logging
 import re
 import sys
+from contextlib import contextmanager
 
-from apache_beam.io.filesystems import FileSystems
+from shardguard.pipelines.options import UsageError
+from shardguard.pipelines.outputdir import OutputError
 
-from shardguard.indexes import fileio
-
-OUTPUT_SUBDIRS = ("clean", "removed", "review", "errors", "features", "shards")
 _ERRNO = re.compile(r"\[Errno (\d+)\] ([^\n]{0,300})")
 
 
-class OutputError(OSError):
-    """The output cannot be written; the message is one line for the user."""
+class _HoldErrors(logging.Filter):
+    """Drops Beam's ERROR records (tracebacks of the failure the run then reports itself)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:  # noqa: D102
+        return record.levelno < logging.ERROR
 
 
-def cleanup_stale_temps(output_dir: str) -> int:
-    """Remove ``.tmp-*`` files a killed run left in the output tree; return how many."""
-    patterns = [fileio.join(output_dir, d, ".tmp-*") for d in OUTPUT_SUBDIRS + ("lists/*",)]
-    patterns.append(fileio.join(output_dir, ".tmp-*"))
-    stale = []
-    for result in FileSystems.match(patterns):
-        stale += [m.path for m in result.metadata_list]
-    if stale:
-        FileSystems.delete(stale)
-    return len(stale)
-
-
-def prepare_output(output_dir: str) -> int:
-    """Probe that the output is writable and clear stale temporaries; raise OutputError."""
+@contextmanager
+def quiet_beam():
+    """Hold back Beam's error logging for the duration (the caller reports the exception)."""
+    flt = _HoldErrors()
+    handlers = list(logging.getLogger().handlers)
+    for h in handlers:
+        h.addFilter(flt)
     try:
-        fileio.ensure_dir(output_dir)
-        probe = fileio.join(output_dir, ".shardguard-write-probe")
-        fileio.write_atomic(probe, b"probe\n")
-        FileSystems.delete([probe])
-        return cleanup_stale_temps(output_dir)
-    except OSError as exc:
-        raise OutputError(f"cannot write to output {output_dir}: {exc.strerror or exc}") from None
+        yield
+    finally:
+        for h in handlers:
+            h.removeFilter(flt)
 
 
 def explain(exc: BaseException) -> str | None:
@@ -65,10 +57,11 @@ def run_beam(build, options):
     import apache_beam as beam
 
     try:
-        p = beam.Pipeline(options=options)
-        build(p)
-        result = p.run()
-        result.wait_until_finish()
+        with quiet_beam():
+            p = beam.Pipeline(options=options)
+            build(p)
+            result = p.run()
+            result.wait_until_finish()
         return result
     except Exception as exc:  # noqa: BLE001 - classified below, re-raised when not an IO failure
         why = explain(exc)
@@ -79,7 +72,9 @@ def run_beam(build, options):
 
 
 def error_exit(exc: BaseException) -> int:
-    """Print a launch or run error as one line; its exit code: 3 when the output cannot be written,
-    2 for a bad config, list, model or pin."""
-    print(f"shardguard: error: {exc}", file=sys.stderr)
+    """Print a launch or run error as one line; its exit code (module doc)."""
+    print(f"shardguard: error: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}", file=sys.stderr)
     return 3 if isinstance(exc, OutputError) else 2
+
+
+__all__ = ["OutputError", "UsageError", "error_exit", "explain", "quiet_beam", "run_beam"]

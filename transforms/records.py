@@ -1,7 +1,7 @@
-"""Record schemas of the verdict outputs and parquet helpers that write them deterministically.
+"""Record schemas of the verdict outputs and the parquet helper that writes them deterministically.
 
-Removal and review records hold keys, url, sha256, verdict, reasons and every match — never image
-bytes, never list entries beyond their id. Error records hold key, stage, error class and message.
+Removal, review and tag records hold keys, url, sha256, verdict, reasons and every match — never
+image bytes, never list entries beyond their id. Error records hold key, stage, error class and message.
 """
 from __future__ import annotations
 
@@ -12,9 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from shardguard.indexes import fileio
-
-MATCH_TYPE = pa.struct([("source", pa.string()), ("kind", pa.string()), ("type", pa.string()),
-                        ("entry", pa.string()), ("distance", pa.float64())])
+from shardguard.transforms.contracts import MATCH_TYPE
 
 VERDICT_SCHEMA = pa.schema([
     ("row", pa.int64()), ("key", pa.string()), ("url", pa.string()), ("sha256", pa.string()),

@@ -15,14 +15,15 @@ import io
 import posixpath
 import tarfile
 from dataclasses import dataclass, field
-from typing import Iterator
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
 from shardguard.indexes import fileio
-from shardguard.transforms.parquet_shards import ColumnNames, derive_keys, open_parquet
+from shardguard.indexes.arrowio import read_table, to_pylist
+from shardguard.transforms.contracts import ColumnNames, ShardInfo, ShardSpec
+from shardguard.transforms.formats import InputChanged, InputFormat, derive_keys, resolve_columns
 
 
 def metadata_path(tar_path: str) -> str:
@@ -56,7 +57,7 @@ class TarIndex:
     bad: dict[str, tuple[str, str]] = field(default_factory=dict)  # key → (class, message)
 
 
-def index_tar(tf: tarfile.TarFile, image_ext: str) -> TarIndex:
+def index_tar(tf: tarfile.TarFile) -> TarIndex:
     """Read the headers (seeking over data) and classify every member."""
     idx = TarIndex()
     for m in tf.getmembers():
@@ -79,9 +80,20 @@ def index_tar(tf: tarfile.TarFile, image_ext: str) -> TarIndex:
     return idx
 
 
-def _open_tar(path: str):
-    raw = FileSystems.open(path, compression_type="uncompressed")
-    return raw, tarfile.open(fileobj=raw, mode="r:")
+class _Tar:
+    """A tar opened through Beam's FileSystems (closes both the tar and the raw file)."""
+
+    def __init__(self, path: str):
+        self.raw = FileSystems.open(path, compression_type="uncompressed")
+        try:
+            self.tf = tarfile.open(fileobj=self.raw, mode="r:")
+        except BaseException:
+            self.raw.close()
+            raise
+
+    def close(self) -> None:
+        self.tf.close()
+        self.raw.close()
 
 
 def read_metadata(tar_path: str, cols: ColumnNames) -> list[dict] | None:
@@ -89,15 +101,19 @@ def read_metadata(tar_path: str, cols: ColumnNames) -> list[dict] | None:
     meta = metadata_path(tar_path)
     if not fileio.exists(meta):
         return None
-    with open_parquet(meta) as pf:
-        names = [n for n in pf.schema_arrow.names if n != cols.image]
-        return pf.read(columns=names).to_pylist()
+    table = read_table(meta)
+    values = {c: to_pylist(table.column(c)) for c in table.column_names if c != cols.image}
+    if not values:
+        return [{} for _ in range(table.num_rows)]
+    return [dict(zip(values, row)) for row in zip(*values.values())]
 
 
 def plan_rows(tar_path: str, shard: str, cols: ColumnNames, idx: TarIndex) -> list[dict]:
     """One row dict per input row (no image yet), with key, key_derived and the tar key it maps to."""
     meta = read_metadata(tar_path, cols)
     rows: list[dict] = []
+    if meta:
+        cols = resolve_columns(cols, list(meta[0]))
     if meta is not None:
         keys = derive_keys([m.get(cols.key) for m in meta], shard)
         for i, (m, (key, derived)) in enumerate(zip(meta, keys)):
@@ -116,24 +132,17 @@ def plan_rows(tar_path: str, shard: str, cols: ColumnNames, idx: TarIndex) -> li
     return rows
 
 
-def read_shard(tar_path: str, shard: str, cols: ColumnNames) -> tuple[dict, Iterator[dict]]:
-    """(shard info, rows) from one pass over the tar's headers and one read of its metadata; the
-    rows generator then extracts each image (None when the tar has none for the row)."""
-    raw, tf = _open_tar(tar_path)
-    try:
-        idx = index_tar(tf, cols.image)
-        planned = plan_rows(tar_path, shard, cols, idx)
-    except BaseException:
-        tf.close()
-        raw.close()
-        raise
+def fingerprint(tar_path: str) -> tuple[str, int]:
+    """(sha256, size) over the tar and its metadata parquet together, since both feed the outputs."""
+    sha, size = fileio.sha256_file(tar_path)
     meta = metadata_path(tar_path)
-    info = {"num_rows": len(planned), "format": "webdataset", "compression": "snappy",
-            "metadata_path": meta if fileio.exists(meta) else None}
-    return info, _rows(raw, tf, idx, planned, cols)
+    if fileio.exists(meta):
+        msha, msize = fileio.sha256_file(meta)
+        return hashlib.sha256(f"tar:{sha} metadata:{msha}".encode()).hexdigest(), size + msize
+    return sha, size
 
 
-def _rows(raw, tf, idx: TarIndex, planned: list[dict], cols: ColumnNames):
+def _rows(tar: _Tar, idx: TarIndex, planned: list[dict], cols: ColumnNames):
     try:
         for r in planned:
             tk = r.pop("tar_key")
@@ -142,50 +151,14 @@ def _rows(raw, tf, idx: TarIndex, planned: list[dict], cols: ColumnNames):
                 r["image"] = None
             else:
                 member = idx.by_key.get(tk, {}).get(cols.image)
-                r["image"] = tf.extractfile(member).read() if member is not None else None
+                r["image"] = tar.tf.extractfile(member).read() if member is not None else None
                 if r["caption"] is None and "txt" in idx.by_key.get(tk, {}):
-                    r["caption"] = tf.extractfile(idx.by_key[tk]["txt"]).read().decode("utf-8", "replace")
+                    r["caption"] = tar.tf.extractfile(idx.by_key[tk]["txt"]).read().decode("utf-8", "replace")
                 if r["status"] is None and member is not None:
                     r["status"] = "success"
             yield r
     finally:
-        tf.close()
-        raw.close()
-
-
-def write_filtered_copy(tar_path: str, shard: str, cols: ColumnNames, dst_tar: str,
-                        keep_rows: set[int]) -> dict:
-    """Clean tar (+ metadata parquet) holding only the kept rows; return output descriptions."""
-    raw, tf = _open_tar(tar_path)
-    out: dict = {}
-    try:
-        idx = index_tar(tf, cols.image)
-        rows = plan_rows(tar_path, shard, cols, idx)
-        keep_keys = {r["tar_key"] for r in rows if r["row"] in keep_rows and r["tar_key"] not in idx.bad}
-        n_kept = sum(1 for r in rows if r["row"] in keep_rows)
-        with fileio.atomic_writer(dst_tar) as f:
-            sink = _HashingWriter(f)
-            with tarfile.open(fileobj=sink, mode="w", format=tf.format or tarfile.PAX_FORMAT) as tw:
-                for m in idx.members:
-                    key = split_member(m.name)[0]
-                    if key in keep_keys:
-                        tw.addfile(m, tf.extractfile(m))
-        out["clean"] = {"sha256": sink.sha.hexdigest(), "rows": n_kept}
-    finally:
-        tf.close()
-        raw.close()
-    meta = metadata_path(tar_path)
-    if fileio.exists(meta):
-        dst_meta = dst_tar[: -len(".tar")] + ".parquet"
-        with open_parquet(meta) as pf:
-            table = pf.read()
-        n_meta = min(table.num_rows, len(rows))
-        mask = pa.array([i in keep_rows for i in range(n_meta)])
-        buf = io.BytesIO()
-        pq.write_table(table.slice(0, n_meta).filter(mask), buf)
-        out["clean_metadata"] = {"sha256": fileio.write_atomic(dst_meta, buf.getvalue()),
-                                 "rows": int(pa.compute.sum(mask).as_py() or 0)}
-    return out
+        tar.close()
 
 
 class _HashingWriter:
@@ -201,3 +174,86 @@ class _HashingWriter:
 
     def tell(self):  # noqa: D102 - tarfile asks only to decide block padding it tracks itself
         return 0
+
+
+def _write_tar(tar: _Tar, idx: TarIndex, keep_keys: set[str], dst: str, verify) -> str:
+    with fileio.atomic_writer(dst) as f:
+        sink = _HashingWriter(f)
+        with tarfile.open(fileobj=sink, mode="w", format=tar.tf.format or tarfile.PAX_FORMAT) as tw:
+            for m in idx.members:
+                if split_member(m.name)[0] in keep_keys:
+                    tw.addfile(m, tar.tf.extractfile(m))
+        verify()  # before the copy is published: a tar rewritten mid-run never reaches clean/
+    return sink.sha.hexdigest()
+
+
+def _write_metadata(tar_path: str, dst_tar: str, keep_rows: set[int], n_rows: int) -> dict:
+    table = read_table(metadata_path(tar_path))
+    n_meta = min(table.num_rows, n_rows)
+    mask = pa.array([i in keep_rows for i in range(n_meta)])
+    buf = io.BytesIO()
+    pq.write_table(table.slice(0, n_meta).filter(mask), buf)
+    return {"sha256": fileio.write_atomic(dst_tar[: -len(".tar")] + ".parquet", buf.getvalue()),
+            "rows": int(pa.compute.sum(mask).as_py() or 0)}
+
+
+class WebdatasetFormat(InputFormat):
+    """img2dataset webdataset shards: a tar plus its metadata parquet."""
+
+    name = "webdataset"
+
+    def claim(self, paths):  # noqa: D102
+        tars = sorted(p for p in paths if p.endswith(".tar"))
+        metas = {metadata_path(t) for t in tars}
+        # a parquet beside a tar is its metadata even when the pattern matched only the parquet
+        for p in paths:
+            if p.endswith(".parquet") and p not in metas and fileio.exists(p[: -len(".parquet")] + ".tar"):
+                metas.add(p)
+        return tars, set(tars) | metas
+
+    def fingerprint(self, path: str) -> tuple[str, int]:  # noqa: D102
+        return fingerprint(path)
+
+    def read_info(self, spec: ShardSpec, cols: ColumnNames) -> ShardInfo:  # noqa: D102
+        sha, size = fingerprint(spec.path)
+        tar = _Tar(spec.path)
+        try:
+            n = len(plan_rows(spec.path, spec.shard, cols, index_tar(tar.tf)))
+        finally:
+            tar.close()
+        return ShardInfo(shard=spec.shard, path=spec.path, format=self.name, num_rows=n, sha256=sha, size=size)
+
+    def iter_rows(self, info, cols):  # noqa: D102
+        tar = _Tar(info.path)
+        try:
+            idx = index_tar(tar.tf)
+            planned = plan_rows(info.path, info.shard, cols, idx)
+        except BaseException:
+            tar.close()
+            raise
+        return _rows(tar, idx, planned, cols)
+
+    def clean_paths(self, layout, shard):  # noqa: D102
+        return {"clean": layout.output("clean", shard, "tar"), "clean_metadata": layout.output("clean", shard)}
+
+    def write_clean(self, info, keep, dst, cols, verify_sha256):  # noqa: D102
+        def verify():
+            try:
+                sha = self.fingerprint(info.path)[0]
+            except Exception as exc:  # noqa: BLE001 - gone or unreadable
+                raise InputChanged(f"input {info.path} cannot be read: {type(exc).__name__}: {exc}"[:500]) from None
+            if sha != info.sha256:
+                raise InputChanged(f"input {info.path} changed since it was scanned (sha256 differs)")
+
+        tar = _Tar(info.path)
+        try:
+            idx = index_tar(tar.tf)
+            rows = plan_rows(info.path, info.shard, cols, idx)
+            keep_keys = {r["tar_key"] for r in rows if r["row"] in keep and r["tar_key"] not in idx.bad}
+            out = {"clean": {"sha256": _write_tar(tar, idx, keep_keys, dst["clean"], verify),
+                             "rows": sum(1 for r in rows if r["row"] in keep)}}
+        finally:
+            tar.close()
+        if fileio.exists(metadata_path(info.path)):
+            out["clean_metadata"] = _write_metadata(info.path, dst["clean"], keep, len(rows))
+        return out

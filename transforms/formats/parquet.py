@@ -1,0 +1,190 @@
+"""img2dataset-style parquet shards (``key, url, caption, status, …, jpg``): rows, identity, clean copy.
+
+Shards are read through Beam's FileSystems (local, gs://, s3://) a record batch at a time, projecting
+only the columns the features need, so memory is bounded by the batch and not by the shard. The
+clean copy keeps the input's schema (with its metadata), column order and values; a shard whose rows
+are all kept is copied byte for byte, and that copy proves (by its footer and sha256) that it is the
+file whose rows were scanned.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from apache_beam.io.filesystems import FileSystems
+
+from shardguard.indexes import fileio
+from shardguard.indexes.arrowio import open_parquet, read_metadata, to_pylist
+from shardguard.transforms.contracts import ColumnNames, ShardInfo, ShardSpec
+from shardguard.transforms.formats import InputChanged, InputFormat, derive_keys, resolve_columns
+
+READ_BATCH_ROWS = 64  # image rows per record batch: ~64 images in memory per reading thread
+ROW_GROUP_BYTES = 64 << 20  # clean shards: row groups of about this size (bounded memory)
+_COPY_CHUNK = 8 << 20
+
+
+def layout_digest(md: pq.FileMetaData) -> str:
+    """sha256 of a parquet footer's content (row groups, column chunk offsets, sizes, statistics):
+    it changes when the file is rewritten, so a copy can prove it is the file whose rows were read."""
+    import json
+
+    return hashlib.sha256(json.dumps(md.to_dict(), sort_keys=True, default=str).encode()).hexdigest()
+
+
+def shard_metadata(path: str) -> dict:
+    """Row count, column names, compression and footer digest of a shard (reads only the footer)."""
+    with open_parquet(path) as pf:
+        md = pf.metadata
+        codec = md.row_group(0).column(0).compression.lower() if md.num_row_groups and md.num_columns else "snappy"
+        return {"num_rows": md.num_rows, "columns": tuple(pf.schema_arrow.names), "compression": codec,
+                "layout_sha256": layout_digest(md), "footer_size": md.serialized_size}
+
+
+def iter_rows(path: str, shard: str, cols: ColumnNames):
+    """One dict per input row: row, key, key_derived, url, caption, status, image (see InputFormat)."""
+    with open_parquet(path) as pf:
+        names = set(pf.schema_arrow.names)
+        cols = resolve_columns(cols, names)
+        raw_keys = (to_pylist(pf.read(columns=[cols.key], use_threads=False).column(0)) if cols.key in names
+                    else [None] * pf.metadata.num_rows)
+        keys = derive_keys(raw_keys, shard)
+        wanted = [c for c in (cols.image, cols.url, cols.caption, cols.status, cols.integrity) if c and c in names]
+        if not wanted:  # nothing but (maybe) keys: still one record per row
+            for row in range(pf.metadata.num_rows):
+                yield _row(row, keys[row], {}, cols, names)
+            return
+        row = 0
+        for batch in pf.iter_batches(batch_size=READ_BATCH_ROWS, columns=wanted, use_threads=False):
+            data = {c: to_pylist(batch.column(c)) for c in batch.schema.names}
+            for i in range(batch.num_rows):
+                yield _row(row, keys[row], {c: data[c][i] for c in data}, cols, names)
+                row += 1
+
+
+def _row(row: int, key: tuple[str, bool], values: dict, cols: ColumnNames, names: set) -> dict:
+    out = {"row": row, "key": key[0], "key_derived": key[1], "url": values.get(cols.url),
+           "caption": values.get(cols.caption), "status": values.get(cols.status),
+           "image": values.get(cols.image)}
+    if cols.integrity:
+        out["integrity_ref"] = values.get(cols.integrity)
+    if cols.image not in names:
+        out["missing_image_column"] = cols.image
+    return out
+
+
+def copy_whole(src: str, dst: str, expected_sha256: str, layout_sha256: str | None = None,
+               footer_size: int | None = None) -> str:
+    """Copy a shard whose rows are all kept byte for byte (its clean shard is the input file); return
+    the sha256. The copied bytes must hash to ``expected_sha256`` and, when given, the footer inside
+    them must be the one seen when the rows were read; otherwise InputChanged is raised and nothing
+    appears at ``dst``: a file rewritten mid-run is never published as clean unscanned."""
+    digest, tail = hashlib.sha256(), b""
+    keep = (footer_size or 0) + 8
+    with FileSystems.open(src, compression_type="uncompressed") as f, fileio.atomic_writer(dst) as out:
+        while chunk := f.read(_COPY_CHUNK):
+            digest.update(chunk)
+            out.write(chunk)
+            tail = (tail + chunk)[-keep:] if len(chunk) < keep else chunk[-keep:]
+        if layout_sha256 and not _footer_is(tail, layout_sha256):
+            raise InputChanged(f"{src} changed after its rows were read (footer differs); not copied")
+        if digest.hexdigest() != expected_sha256:
+            raise InputChanged(f"input {src} changed since it was scanned (sha256 {digest.hexdigest()[:16]}…, "
+                               f"recorded {expected_sha256[:16]}…); not copied")
+    return digest.hexdigest()
+
+
+def _footer_is(tail: bytes, layout_sha256: str) -> bool:
+    try:  # the footer is the last footer_size + 8 bytes; b"PAR1" stands in for the file head
+        return layout_digest(read_metadata(b"PAR1" + tail)) == layout_sha256
+    except Exception:  # noqa: BLE001 - an unparsable tail is a changed file
+        return False
+
+
+def write_filtered_copy(src: str, dst: str, keep_rows: set[int], compression: str,
+                        layout_sha256: str | None = None) -> tuple[str, int]:
+    """Copy the rows of ``src`` whose position is in ``keep_rows`` to ``dst`` atomically, with the
+    input's schema (and its metadata), column order and values; return (sha256, rows written).
+    With ``layout_sha256``, a file rewritten since its rows were read raises InputChanged before
+    anything is written (rows are kept by position). Kept rows are buffered into row groups of about
+    ``ROW_GROUP_BYTES`` (one per read batch would make thousands of tiny row groups)."""
+    import numpy as np
+
+    keep = np.array(sorted(keep_rows), dtype=np.int64)
+    with open_parquet(src) as pf:
+        if layout_sha256 and layout_digest(pf.metadata) != layout_sha256:
+            raise InputChanged(f"{src} changed after its rows were read (footer differs); not copied")
+        return _copy_rows(pf, dst, keep, compression)
+
+
+def _copy_rows(pf: pq.ParquetFile, dst: str, keep, compression: str) -> tuple[str, int]:
+    import numpy as np
+
+    written, start = 0, 0
+    with fileio.atomic_writer(dst) as out:
+        sink = fileio.HashingSink(out)
+        buffered = io.BufferedWriter(sink, buffer_size=8 << 20)
+        writer = pq.ParquetWriter(pa.PythonFile(buffered, mode="w"), pf.schema_arrow,
+                                  compression=compression if compression != "uncompressed" else "none")
+        pending, pending_bytes = [], 0
+        for batch in pf.iter_batches(batch_size=READ_BATCH_ROWS, use_threads=False):
+            idx = np.arange(start, start + batch.num_rows)
+            kept = batch.filter(pa.array(np.isin(idx, keep)))
+            start += batch.num_rows
+            if kept.num_rows:
+                pending.append(kept)
+                pending_bytes += kept.nbytes
+            if pending_bytes >= ROW_GROUP_BYTES:
+                written += _flush(writer, pending)
+                pending, pending_bytes = [], 0
+        written += _flush(writer, pending)
+        writer.close()
+        buffered.flush()
+    return sink.sha.hexdigest(), written
+
+
+def _flush(writer, batches) -> int:
+    if not batches:
+        return 0
+    table = pa.Table.from_batches(batches)
+    writer.write_table(table, row_group_size=table.num_rows)
+    return table.num_rows
+
+
+def _verify_sha256(path: str, expected: str) -> None:
+    try:
+        sha, _ = fileio.sha256_file(path)
+    except Exception as exc:  # noqa: BLE001 - gone or unreadable: the same failure
+        raise InputChanged(f"input {path} cannot be read: {type(exc).__name__}: {exc}"[:500]) from None
+    if sha != expected:
+        raise InputChanged(f"input {path} changed since it was scanned (sha256 {sha[:16]}…, "
+                           f"recorded {expected[:16]}…)")
+
+
+class ParquetFormat(InputFormat):
+    """img2dataset parquet shards (the image bytes in a binary column)."""
+
+    name = "parquet"
+
+    def claim(self, paths):  # noqa: D102
+        shards = [p for p in paths if p.endswith(".parquet")]
+        return shards, set(shards)
+
+    def read_info(self, spec: ShardSpec, cols: ColumnNames) -> ShardInfo:  # noqa: D102
+        meta = shard_metadata(spec.path)
+        sha, size = self.fingerprint(spec.path)
+        return ShardInfo(shard=spec.shard, path=spec.path, format=self.name, sha256=sha, size=size, **meta)
+
+    def iter_rows(self, info, cols):  # noqa: D102
+        return iter_rows(info.path, info.shard, cols)
+
+    def write_clean(self, info, keep, dst, cols, verify_sha256):  # noqa: D102
+        if len(keep) == info.num_rows:
+            sha = copy_whole(info.path, dst["clean"], info.sha256, info.layout_sha256, info.footer_size)
+            return {"clean": {"sha256": sha, "rows": len(keep)}}
+        if verify_sha256:
+            _verify_sha256(info.path, info.sha256)
+        compression = info.compression or shard_metadata(info.path)["compression"]
+        csha, n = write_filtered_copy(info.path, dst["clean"], keep, compression, info.layout_sha256)
+        return {"clean": {"sha256": csha, "rows": n}}

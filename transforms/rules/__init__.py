@@ -1,0 +1,93 @@
+"""Rules: one small interface, one explicit registry.
+
+A rule turns features into matches (``MatchRecord``), each carrying a reason with an action
+(remove, quarantine or tag). A rule declares its reasons and their actions, the feature columns it
+needs (a re-filter refuses a parent that lacks one), what decides its verdicts (its fingerprint),
+and its scope: ``row`` rules see one shard's features table; ``dataset`` rules see every shard's
+features — done shards included, on a fresh run and on resume alike — and hand each shard the
+matches they found for its rows (kNN and hash expansion around seeds, dedup).
+
+Adding a rule is one module with a class implementing ``Rule`` (and ``build`` from the resolved
+config) plus one line in ``_registry`` below; ``tests/test_contracts.py`` runs the contract tests for
+every registered rule. Plan, decide, refilter and the manifest tools iterate the rules.
+"""
+from __future__ import annotations
+
+import pyarrow as pa
+
+from shardguard.transforms.contracts import MatchRecord
+
+ROW, DATASET = "row", "dataset"
+
+
+class Rule:
+    """The interface every rule implements (instances are small and picklable until ``setup``)."""
+
+    kinds: tuple[str, ...] = ()  # the match kinds it produces
+    scope: str = ROW
+    label: str = "distance"  # what a match's number is, for people: "distance" or "score"
+
+    @classmethod
+    def build(cls, ctx) -> list["Rule"]:
+        """The rules of this class a run's resolved config asks for (``ctx``: a ``plan.RuleContext``)."""
+        raise NotImplementedError
+
+    def reasons(self) -> dict[str, str]:
+        """Every reason this rule can give, with its action."""
+        raise NotImplementedError
+
+    def requires(self) -> set[str]:
+        """Feature columns this rule reads."""
+        return set()
+
+    def fingerprint(self):
+        """What decides this rule's matches (plain data; enters the verdict fingerprint)."""
+        raise NotImplementedError
+
+    def setup(self, shared) -> None:
+        """Load heavy objects once per worker process (``shared``: ``transforms.shared.SharedHandles``)."""
+
+    def match(self, table: pa.Table) -> list[list[MatchRecord]]:
+        """Row scope: the matches of each row of one shard's features table."""
+        raise NotImplementedError
+
+    def expand(self, refs, ctx):
+        """Dataset scope: a PTransform wiring from ``ShardRef``s to ``(shard, DatasetMatches)``."""
+        raise NotImplementedError
+
+
+def _registry() -> list[type]:
+    from shardguard.transforms.rules.concepts import ConceptRule
+    from shardguard.transforms.rules.expansion import KnnExpansion
+    from shardguard.transforms.rules.hashlists import HashListRule
+    from shardguard.transforms.rules.simple import ClipScoreRule, IntegrityRule
+    from shardguard.transforms.rules.urls import UrlListRule
+
+    return [HashListRule, ConceptRule, ClipScoreRule, IntegrityRule, UrlListRule, KnnExpansion]
+
+
+REGISTRY: list[type] = []
+
+
+def registry() -> list[type]:
+    """The rule classes, in the order their rules are built and applied."""
+    if not REGISTRY:
+        REGISTRY.extend(_registry())
+    return REGISTRY
+
+
+def label_of(kind: str) -> str:
+    """How a match of ``kind`` names its number ("distance" or "score")."""
+    for cls in registry():
+        if kind in cls.kinds:
+            return cls.label
+    return "distance"
+
+
+def column(table: pa.Table, name: str) -> list:
+    """A features column as Python values (all null when the table lacks it)."""
+    if name not in table.column_names:
+        return [None] * table.num_rows
+    from shardguard.indexes.arrowio import to_pylist
+
+    return to_pylist(table.column(name))

@@ -1,0 +1,147 @@
+"""kNN expansion around confirmed matches (the SIO method), a dataset-scope rule.
+
+Seeds are the rows a ``remove`` hash list matched, in every shard of the run (done shards included).
+They reach every worker as one side input, bounded: more than ``expand.max_seeds`` fails the shards
+with a clear message instead of exhausting memory. Each shard's embeddings are compared with all
+seeds in chunks (memory ~ chunk rows × seeds, not rows × seeds), and a row keeps at most
+``expand.max_per_row`` neighbouring seeds (the most similar; one is enough to flag it), so a loose
+threshold or a degenerate model cannot blow up the records either. Neighbours are never seeds in turn.
+"""
+from __future__ import annotations
+
+import apache_beam as beam
+import numpy as np
+
+from shardguard.indexes.arrowio import read_table
+from shardguard.transforms.contracts import DatasetMatches, FailureRecord, MatchRecord
+from shardguard.transforms.rules import DATASET, Rule, column
+from shardguard.transforms.rules.concepts import embedding_matrix
+
+NEIGHBOR_SOURCE = "neighbor-of-known-bad"
+_CELLS = 16 << 20  # similarity matrix cells computed at a time (64 MB of float32)
+
+
+def seeds_of(table, shard: str, seed_rules) -> list[tuple[str, str, np.ndarray]]:
+    """(shard, key, float16 embedding) of the rows a seed rule matched."""
+    hit = [False] * table.num_rows
+    for rule in seed_rules:
+        for i, matches in enumerate(rule.match(table)):
+            hit[i] = hit[i] or bool(matches)
+    emb, pos = embedding_matrix(table)
+    keys = column(table, "key")
+    return [(shard, keys[i], emb[j].astype(np.float16)) for j, i in enumerate(pos) if hit[i]]
+
+
+def neighbours(table, shard: str, seeds: list, threshold: float, max_per_row: int) -> list[tuple[int, MatchRecord]]:
+    """(row, match) for every row within ``threshold`` cosine of a seed (not itself), at most
+    ``max_per_row`` per row, the most similar first (ties by seed id)."""
+    emb, pos = embedding_matrix(table)
+    if not pos or not seeds:
+        return []
+    seed_mat = np.stack([s[2].astype(np.float32) for s in seeds])
+    keys = column(table, "key")
+    step = max(1, _CELLS // len(seeds))
+    out = []
+    for a in range(0, len(pos), step):
+        sims = emb[a:a + step] @ seed_mat.T
+        for r in range(sims.shape[0]):
+            i = pos[a + r]
+            close = [(-float(sims[r, j]), j) for j in np.nonzero(sims[r] >= threshold)[0]
+                     if (seeds[j][0], seeds[j][1]) != (shard, keys[i])]
+            for neg, j in sorted(close)[:max_per_row]:
+                out.append((i, MatchRecord(NEIGHBOR_SOURCE, "neighbor", "clip", f"{seeds[j][0]}/{seeds[j][1]}",
+                                           round(-neg, 6))))
+    return out
+
+
+class BoundedSeeds(beam.CombineFn):
+    """All seeds, sorted, as long as there are at most ``limit``; past it, only their count."""
+
+    def __init__(self, limit: int):
+        self._limit = limit
+
+    def create_accumulator(self):  # noqa: D102
+        return [0, []]
+
+    def add_input(self, acc, seed):  # noqa: D102
+        acc[0] += 1
+        if acc[0] <= self._limit:
+            acc[1].append(seed)
+        else:
+            acc[1] = []  # over the limit: only the count is kept (memory stays bounded)
+        return acc
+
+    def merge_accumulators(self, accs):  # noqa: D102
+        n = sum(a[0] for a in accs)
+        return [n, [s for a in accs for s in a[1]] if n <= self._limit else []]
+
+    def extract_output(self, acc):  # noqa: D102
+        return {"count": acc[0], "limit": self._limit, "seeds": sorted(acc[1], key=lambda s: (s[0], s[1]))}
+
+
+class _SeedsFn(beam.DoFn):
+    def __init__(self, rule: "KnnExpansion", layout, shared):
+        self._rule, self._layout, self._shared = rule, layout, shared
+
+    def setup(self):
+        for r in self._rule.seed_rules:
+            r.setup(self._shared)
+
+    def process(self, ref):
+        if ref.features is None:
+            return
+        table = read_table(self._layout.abs(ref.features["path"]))
+        yield from seeds_of(table, ref.shard, self._rule.seed_rules)
+
+
+class _NeighboursFn(beam.DoFn):
+    def __init__(self, rule: "KnnExpansion", layout):
+        self._rule, self._layout = rule, layout
+
+    def process(self, ref, seedset):
+        if ref.features is None:
+            return
+        if seedset["count"] > seedset["limit"]:
+            yield ref.shard, DatasetMatches(failure=FailureRecord(
+                "expand", "SeedLimitExceeded", f"kNN expansion found {seedset['count']} seeds, more than "
+                f"expand.max_seeds ({seedset['limit']}); each worker would hold them all (dim × 2 bytes "
+                "each): raise the limit if memory allows, or split the run"))
+            return
+        table = read_table(self._layout.abs(ref.features["path"]), columns=["key", "embedding"])
+        rows = neighbours(table, ref.shard, seedset["seeds"], self._rule.threshold, self._rule.max_per_row)
+        beam.metrics.Metrics.counter("match", f"hit_{NEIGHBOR_SOURCE}").inc(len(rows))
+        yield ref.shard, DatasetMatches(rows=tuple(rows))
+
+
+class KnnExpansion(Rule):
+    """``neighbor-of-known-bad``: rows within ``expand.threshold`` cosine of a confirmed match."""
+
+    kinds = ("neighbor",)
+    scope = DATASET
+    label = "score"
+
+    def __init__(self, threshold: float, action: str, seed_rules: list, max_seeds: int, max_per_row: int):
+        self.threshold, self.action, self.seed_rules = threshold, action, list(seed_rules)
+        self.max_seeds, self.max_per_row = max_seeds, max_per_row
+
+    @classmethod
+    def build(cls, ctx) -> list[Rule]:  # noqa: D102
+        e = ctx.cfg.expand
+        if e.threshold is None:
+            return []
+        return [cls(e.threshold, e.action, ctx.seed_rules(), e.max_seeds, e.max_per_row)]
+
+    def reasons(self) -> dict[str, str]:  # noqa: D102
+        return {NEIGHBOR_SOURCE: self.action}
+
+    def requires(self) -> set[str]:  # noqa: D102
+        return {"embedding"}
+
+    def fingerprint(self):  # noqa: D102
+        return ["knn", self.threshold, self.action, [r.fingerprint() for r in self.seed_rules],
+                self.max_seeds, self.max_per_row]
+
+    def expand(self, refs, ctx):  # noqa: D102
+        seeds = (refs | "Seeds" >> beam.ParDo(_SeedsFn(self, ctx.layout, ctx.shared))
+                 | "BoundSeeds" >> beam.CombineGlobally(BoundedSeeds(self.max_seeds)))
+        return refs | "ExpandNeighbors" >> beam.ParDo(_NeighboursFn(self, ctx.layout), beam.pvalue.AsSingleton(seeds))

@@ -1,0 +1,45 @@
+"""Known-bad hash lists: exact lookups (cryptographic types) or Hamming range search (perceptual)."""
+from __future__ import annotations
+
+from shardguard.indexes.hashtypes import get_hash_type
+from shardguard.transforms.contracts import MatchRecord
+from shardguard.transforms.rules import Rule, column
+
+
+class HashListRule(Rule):
+    """One list artifact, matched on its hash type's feature column (and its quality floor)."""
+
+    kinds = ("hashlist",)
+
+    def __init__(self, name: str, art_dir: str, fingerprint: str, hash_type: str, action: str):
+        self.name, self.art_dir, self.fp = name, art_dir, fingerprint
+        self.hash_type, self.action = hash_type, action
+        self._matcher = None
+
+    def __getstate__(self):
+        return dict(self.__dict__, _matcher=None)
+
+    @classmethod
+    def build(cls, ctx) -> list[Rule]:  # noqa: D102
+        return [cls(r.name, r.art_dir, r.fingerprint, r.sidecar["type"], r.sidecar["action"]) for r in ctx.lists]
+
+    def reasons(self) -> dict[str, str]:  # noqa: D102
+        return {f"hashlist:{self.name}": self.action}
+
+    def requires(self) -> set[str]:  # noqa: D102
+        ht = get_hash_type(self.hash_type)
+        return {ht.name} | ({ht.quality_column} if ht.quality_column else set())
+
+    def fingerprint(self):  # noqa: D102
+        return ["hashlist", self.name, self.fp, self.action]
+
+    def setup(self, shared) -> None:  # noqa: D102
+        from shardguard.indexes.matcher import ListMatcher
+
+        self._matcher = shared.acquire(f"list|{self.fp}", lambda: ListMatcher.load(self.art_dir, self.fp))
+
+    def match(self, table) -> list[list[MatchRecord]]:  # noqa: D102
+        ht = get_hash_type(self.hash_type)
+        quals = column(table, ht.quality_column) if ht.quality_column else None
+        return [[MatchRecord(self.name, "hashlist", m.type, m.entry, float(m.distance)) for m in hits]
+                for hits in self._matcher.match_batch(column(table, ht.name), quals)]
