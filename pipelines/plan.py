@@ -164,14 +164,13 @@ def verdict_fingerprint(cfg: ScanConfig, rules) -> str:
     return hashlib.sha256(fileio.canonical_json(pinned)).hexdigest()
 
 
-def check_rules(cfg: ScanConfig, rules, columns: set[str], where: str) -> None:
-    """Every rule's features exist; expansion has seeds; a run without rules says it wants that."""
+def check_rules(cfg: ScanConfig, rules, columns: set[str], missing_hint) -> None:
+    """Every rule's features exist (``missing_hint(feature)`` says why one does not); expansion has
+    seeds; a run without any rule says that it wants that."""
     for r in rules:
-        missing = r.requires() - columns
+        missing = sorted(r.requires() - columns)
         if missing:
-            need = "embeddings: give --clip-model" if "embedding" in missing or "clip_score" in missing \
-                else f"feature(s) {sorted(missing)}"
-            raise ConfigError(f"{sorted(r.reasons())[0]} needs {need} ({where})")
+            raise ConfigError(f"{sorted(r.reasons())[0]} needs feature {missing[0]!r}, {missing_hint(missing[0])}")
     if cfg.expand.threshold is not None and not any(r.action == "remove" for r in rules if r.kinds == ("hashlist",)):
         raise ConfigError("kNN expansion needs at least one hash list with action remove (the seeds)")
     if not rules and not cfg.features_only:
@@ -204,8 +203,13 @@ def _features(cfg: ScanConfig, lists, parent_features: dict | None, metadata_onl
     return spec, info, hashes, extractors, computed_columns(extractors)
 
 
+def _scan_hint(feature: str) -> str:
+    return "which needs a CLIP model: give --clip-model" if feature in ("embedding", "clip_score") \
+        else "which this run does not compute"
+
+
 def prepare(cfg: ScanConfig, layout: RunLayout, staging: str, parent_features: dict | None = None,
-            url_lists=(), metadata_only: bool = False) -> RunPlan:
+            url_lists=(), metadata_only: bool = False, missing_hint=None) -> RunPlan:
     """Resolve and validate everything (module doc); raises ConfigError / ListFormatError /
     ArtifactError / ModelError with a message naming the file (and line) at fault.
 
@@ -220,7 +224,7 @@ def prepare(cfg: ScanConfig, layout: RunLayout, staging: str, parent_features: d
                    model_spec=spec, model_info=info, concepts=concepts, url_lists=list(url_lists),
                    metadata_only=metadata_only)
     plan.rules = rules = plan.build_rules()
-    check_rules(cfg, rules, have, "the parent run's features" if parent_features else "this run's features")
+    check_rules(cfg, rules, have, missing_hint or _scan_hint)
     plan.features_fp = parent_features["fingerprint"] if parent_features is not None \
         else features_fingerprint(cfg, extractors)
     plan.verdict_fp = verdict_fingerprint(cfg, rules)

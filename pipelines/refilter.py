@@ -49,6 +49,8 @@ def parser() -> StrictParser:
     p.add_argument("--relocate", action="append", default=[], metavar="OLD=NEW",
                    help="inputs moved: replace the path prefix OLD with NEW (the sha256 check still applies)")
     p.add_argument("--force", action="store_true", help="redo every shard; accept an output with another config")
+    p.add_argument("--features-only", action="store_true",
+                   help="allow a re-filter that applies no list or rule at all (every row kept)")
     p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     return p
 
@@ -97,7 +99,8 @@ def _concepts(parent: dict, parent_dir: str, args) -> list[str]:
 def child_config(parent: dict, args):
     """The parent's config with the list and concept changes, the new output and the rule flags."""
     data = dict(parent["config"], output=args.output, lists=_lists(parent, args.parent, args),
-                concepts=_concepts(parent, args.parent, args), force=bool(args.force))
+                concepts=_concepts(parent, args.parent, args), force=bool(args.force),
+                features_only=bool(args.features_only))
     if args.expand_threshold is not None:
         data["expand"] = dict(data.get("expand") or {}, threshold=args.expand_threshold)
     if args.min_clip_score is not None:
@@ -132,6 +135,16 @@ def check_parent(parent: dict, parent_dir: str, output: str) -> None:
                                 f"is missing from {parent_dir}")
 
 
+def _hint(parent: dict, parent_dir: str):
+    ok = [s["shard"] for s in parent["shards"] if s["status"] == "ok"]
+    names = ", ".join(ok[:5]) + (f" and {len(ok) - 5} more" if len(ok) > 5 else "")
+
+    def hint(feature: str) -> str:
+        fix = "rescan with --clip-model" if feature in ("embedding", "clip_score") else "rescan with it in 'hashes'"
+        return f"which run {parent_dir} did not compute (shards: {names}); {fix}"
+    return hint
+
+
 def run(argv=None) -> int:
     """Run a re-filter; exit codes as for scan."""
     try:
@@ -144,7 +157,8 @@ def run(argv=None) -> int:
         launch = Launch(kind="refilter", plan=None, specs=shard_specs(parent, args.parent, args.relocate),
                         options=options, started=now(), adopt_parent=True, quiet=args.quiet)
         with staging_dir() as staging:
-            launch.plan = prepare(cfg, RunLayout(cfg.output), staging, parent_features=parent["features"])
+            launch.plan = prepare(cfg, RunLayout(cfg.output), staging, parent_features=parent["features"],
+                                  missing_hint=_hint(parent, args.parent))
             if is_dry_run(options):
                 return execute(launch)
             claim_and_install(launch)

@@ -45,7 +45,7 @@ def hostile_run(tmp_path_factory):
     no_image = pa.table({"key": ["n0", "n1"], "url": ["u0", "u1"]})
     pq.write_table(no_image, d / "in" / "d_noimage.parquet")
     out = d / "out"
-    rc = run_scan(["--input", str(d / "in" / "*.parquet"), "--output", str(out)])
+    rc = run_scan(["--input", str(d / "in" / "*.parquet"), "--output", str(out), "--features-only"])
     return d, out, rc, json.loads((out / "manifest.json").read_text())
 
 
@@ -88,7 +88,7 @@ def test_keep_and_flag_keeps_undecodable_rows(tmp_path):
     write_shard(str(tmp_path / "in" / "s.parquet"), shard_rows(items, "k"))
     out = tmp_path / "out"
     assert run_scan(["--input", str(tmp_path / "in" / "*.parquet"), "--output", str(out),
-                     "--on-error", "keep-and-flag"]) == 0
+                     "--on-error", "keep-and-flag", "--features-only"]) == 0
     c = json.loads((out / "manifest.json").read_text())["totals"]["counts"]
     assert (c["kept"], c["errored"], c["unchecked_kept"]) == (2, 0, 1)
     errs = pq.read_table(out / "errors" / "s.parquet").to_pylist()

@@ -10,7 +10,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from conftest import run_scan
-from shardguard.transforms.parquet_shards import ShardChanged, copy_unchanged, shard_metadata
+from shardguard.transforms.contracts import ShardInfo
+from shardguard.transforms.formats import InputChanged
+from shardguard.transforms.formats.parquet import ParquetFormat, copy_whole, shard_metadata
 
 
 def _jpeg(seed: int, i: int) -> bytes:
@@ -32,21 +34,26 @@ def _shard(path, n, seed=0, row_group_size=None):
     return path
 
 
-def test_copy_unchanged_is_the_input_and_its_fingerprint(tmp_path):
+def test_a_whole_copy_is_the_input_byte_for_byte(tmp_path):
     src = _shard(tmp_path / "a.parquet", 300)
     meta = shard_metadata(str(src))
-    sha, size = copy_unchanged(str(src), str(tmp_path / "c.parquet"), meta["layout_sha256"], meta["footer_size"])
     data = src.read_bytes()
-    assert (tmp_path / "c.parquet").read_bytes() == data
-    assert (sha, size) == (hashlib.sha256(data).hexdigest(), len(data))
+    sha = copy_whole(str(src), str(tmp_path / "c.parquet"), hashlib.sha256(data).hexdigest(),
+                     meta["layout_sha256"], meta["footer_size"])
+    assert (tmp_path / "c.parquet").read_bytes() == data and sha == hashlib.sha256(data).hexdigest()
 
 
 def test_a_file_rewritten_after_its_rows_were_read_is_not_copied(tmp_path):
     src = _shard(tmp_path / "a.parquet", 300)
     meta = shard_metadata(str(src))
+    sha = hashlib.sha256(src.read_bytes()).hexdigest()
     _shard(src, 300, seed=9, row_group_size=100)  # rewritten between the row read and the copy
-    with pytest.raises(ShardChanged, match="changed after its rows were read"):
-        copy_unchanged(str(src), str(tmp_path / "c.parquet"), meta["layout_sha256"], meta["footer_size"])
+    with pytest.raises(InputChanged, match="changed after its rows were read"):
+        copy_whole(str(src), str(tmp_path / "c.parquet"), sha, meta["layout_sha256"], meta["footer_size"])
+    _shard(src, 300, seed=9)  # rewritten with the same layout: the sha256 still tells
+    meta2 = shard_metadata(str(src))
+    with pytest.raises(InputChanged, match="changed since it was scanned"):
+        copy_whole(str(src), str(tmp_path / "c.parquet"), sha, meta2["layout_sha256"], meta2["footer_size"])
     assert not list(tmp_path.glob("*c.parquet"))  # nothing published, no temp left behind
 
 
@@ -56,7 +63,7 @@ def test_scan_of_clean_shards_copies_inputs_byte_for_byte(tmp_path):
     for i in range(2):
         _shard(ins / f"{i:05d}.parquet", 60, seed=i)
     out = tmp_path / "out"
-    assert run_scan(["--input", str(ins / "*.parquet"), "--output", str(out), "--hashes", "md5,phash"]) == 0
+    assert run_scan(["--input", str(ins / "*.parquet"), "--output", str(out), "--hashes", "md5,phash", "--features-only"]) == 0
     m = json.loads((out / "manifest.json").read_text())
     for s in m["shards"]:
         data = open(s["input"]["path"], "rb").read()
@@ -65,34 +72,39 @@ def test_scan_of_clean_shards_copies_inputs_byte_for_byte(tmp_path):
         assert s["input"]["sha256"] == s["outputs"]["clean"]["sha256"] == hashlib.sha256(data).hexdigest()
 
 
-def test_refilter_copy_of_a_fully_kept_shard_checks_the_parent_sha(tmp_path):
-    from shardguard.transforms.write import InputChanged, write_clean
-
-    src = _shard(tmp_path / "a.parquet", 40)
+def _info(src, **kw):
     data = src.read_bytes()
-    info = {"path": str(src), "shard": "a", "num_rows": 40, "verify_input": True, "format": "parquet",
-            "sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
+    return ShardInfo(shard="a", path=str(src), format="parquet", sha256=hashlib.sha256(data).hexdigest(),
+                     size=len(data), **{**shard_metadata(str(src)), **kw})
+
+
+def test_a_fully_kept_shard_copy_checks_the_recorded_sha(tmp_path):
+    src = _shard(tmp_path / "a.parquet", 40)
+    info = _info(src, layout_sha256=None)  # a re-filter of an older parent: no footer digest
     dst = {"clean": str(tmp_path / "out" / "a.parquet")}
     (tmp_path / "out").mkdir()
-    files, (sha, size) = write_clean(info, set(range(40)), dst, None)
-    assert (tmp_path / "out" / "a.parquet").read_bytes() == data and sha == files["clean"]["sha256"]
+    files = ParquetFormat().write_clean(info, set(range(40)), dst, None, verify_sha256=True)
+    assert (tmp_path / "out" / "a.parquet").read_bytes() == src.read_bytes()
+    assert files["clean"]["sha256"] == info.sha256
     (tmp_path / "out" / "a.parquet").unlink()
+    import dataclasses
+
     with pytest.raises(InputChanged):
-        write_clean(dict(info, sha256="0" * 64), set(range(40)), dst, None)
+        ParquetFormat().write_clean(dataclasses.replace(info, sha256="0" * 64), set(range(40)), dst, None, True)
     assert not list((tmp_path / "out").iterdir())
 
 
 def test_a_partly_kept_shard_rewritten_after_its_rows_were_read_fails_closed(tmp_path):
-    from shardguard.transforms.write import InputChanged, write_clean
-
     src = _shard(tmp_path / "a.parquet", 40)
-    info = dict(shard_metadata(str(src)), path=str(src), shard="a")
+    info = _info(src)
     (tmp_path / "out").mkdir()
     dst = {"clean": str(tmp_path / "out" / "a.parquet")}
-    files, (sha, _) = write_clean(info, set(range(0, 40, 2)), dst, None)  # unchanged: copies 20 rows
-    assert files["clean"]["rows"] == 20 and sha == hashlib.sha256(src.read_bytes()).hexdigest()
+    files = ParquetFormat().write_clean(info, set(range(0, 40, 2)), dst, None, verify_sha256=False)
+    assert files["clean"]["rows"] == 20
     (tmp_path / "out" / "a.parquet").unlink()
     _shard(src, 40, seed=5)  # rewritten: same row count, other images at the kept positions
     with pytest.raises(InputChanged, match="changed after its rows were read"):
-        write_clean(info, set(range(0, 40, 2)), dst, None)
+        ParquetFormat().write_clean(info, set(range(0, 40, 2)), dst, None, verify_sha256=False)
+    with pytest.raises(InputChanged, match="changed since it was scanned"):  # a re-filter checks the sha256
+        ParquetFormat().write_clean(info, set(range(0, 40, 2)), dst, None, verify_sha256=True)
     assert not list((tmp_path / "out").iterdir())

@@ -45,8 +45,8 @@ def _scan(d, out, *extra):
 
 
 def test_embeddings_normalised_deterministic_and_runner_independent(clip_data, tmp_path):
-    assert _scan(clip_data, tmp_path / "r1") == 0
-    assert _scan(clip_data, tmp_path / "r2", "--direct_running_mode=multi_processing",
+    assert _scan(clip_data, tmp_path / "r1", "--features-only") == 0
+    assert _scan(clip_data, tmp_path / "r2", "--features-only", "--direct_running_mode=multi_processing",
                  "--direct_num_workers=2") == 0
     t = pq.read_table(tmp_path / "r1" / "features" / "a.parquet")
     emb = np.array(t.column("embedding").to_pylist(), dtype=np.float32)
@@ -165,7 +165,7 @@ def test_weights_from_local_safetensors_are_fingerprinted(tmp_path):
 
 def test_prompt_concepts_build_and_tag_scores(clip_data, tmp_path, capsys):
     (tmp_path / "c.yaml").write_text(
-        "concepts:\n  - name: weapons\n    prompts: [a photo of a gun, a rifle]\n    threshold: -1.0\n"
+        "concepts:\n  - name: weapons\n    prompts: [a photo of a gun, a rifle]\n    threshold: 0.01\n"
         "    action: tag\n  - name: never\n    prompts: [x]\n    threshold: 1.0\n    action: remove\n")
     assert cli(["concepts", "build", "--model", TINY, "--prompts", str(tmp_path / "c.yaml"),
                 "--output", str(tmp_path / "idx")]) == 0
@@ -174,8 +174,12 @@ def test_prompt_concepts_build_and_tag_scores(clip_data, tmp_path, capsys):
     capsys.readouterr()
     assert _scan(clip_data, tmp_path / "out", "--concepts", str(tmp_path / "idx")) == 0
     m = json.loads((tmp_path / "out" / "manifest.json").read_text())
-    # tag: every row scores >= -1 and is recorded, none is removed; nothing reaches cosine 1.0
+    # tag: rows scoring >= 0.01 are recorded (tagged/, counts, reasons), none is removed; nothing reaches 1.0
     assert m["totals"]["counts"]["kept"] == 28 and m["totals"]["counts"]["removed"] == 0
+    tagged = [r for p in (tmp_path / "out" / "tagged").glob("*.parquet") for r in pq.read_table(p).to_pylist()]
+    assert tagged and m["totals"]["counts"]["tagged"] == len(tagged) == m["totals"]["tags"]["concept:weapons"]
+    assert all(r["verdict"] == "keep" and r["reasons"] == ["concept:weapons"] and
+               r["matches"][0]["distance"] >= 0.01 for r in tagged)
 
 
 def test_bad_prompt_file_is_a_clear_error(tmp_path, capsys):

@@ -12,9 +12,8 @@ from conftest import ROOT, run_scan, sample_list_flags
 DATAFLOW = ["--runner", "DataflowRunner", "--project", "demo-project", "--region", "us-central1",
             "--temp_location", "gs://shardguard-example/tmp", "--dry_run=True"]
 # Our own step names (two levels deep): Dataflow matches steps by name when a job is updated.
-STABLE = {"Shards", "Shards/Impulse", "Shards/Emit", "Read", "Read/Plan", "Read/Spread", "Read/Rows", "Features", "Features/DecodeAndHash",
-          "Features/AllRows", "Verdict", "Verdict/GroupByShard", "Verdict/MatchIndexes", "Write",
-          "Write/DecideAndWrite"}
+STABLE = {"Shards", "Shards/Impulse", "Shards/Emit", "Features", "Features/Spread", "Features/ComputeFeatures",
+          "Verdict", "Verdict/DecideAndWrite"}
 
 
 def _graph(capsys, argv) -> list[str]:
@@ -37,15 +36,19 @@ def test_dataflow_dry_run_graph_is_offline_and_stable(sample, capsys, tmp_path):
     assert _graph(capsys, argv) == first  # the same names every time
     clip = _graph(capsys, argv + ["--clip-model", str(ROOT / "configs/models/tiny-clip.json"),
                                   "--expand-threshold", "0.9"])
-    assert {"Features/Embed", "Features/AttachEmbedding", "Verdict/Seeds", "Verdict/ExpandNeighbors"} <= \
+    assert {"Verdict/KeyByShard", "Verdict/GroupByShard", "Verdict/Dataset-neighbor-0"} <= \
         {"/".join(n.split("/")[:2]) for n in clip}
+    assert {"Verdict/Dataset-neighbor-0/Seeds", "Verdict/Dataset-neighbor-0/BoundSeeds",
+            "Verdict/Dataset-neighbor-0/ExpandNeighbors"} <= {"/".join(n.split("/")[:3]) for n in clip}
     assert not (tmp_path / "out").exists()
 
 
-def test_dry_run_false_is_false():
-    from shardguard.pipelines.options import is_dry_run, pipeline_options
+def test_dry_run_false_is_false_and_local_dry_runs_are_refused():
+    from shardguard.pipelines.options import UsageError, is_dry_run, pipeline_options
     assert not is_dry_run(pipeline_options(["--dry_run=False"]))
-    assert is_dry_run(pipeline_options(["--dry_run=True"]))
+    assert is_dry_run(pipeline_options(["--dry_run=True", "--runner", "DataflowRunner"]))
+    with pytest.raises(UsageError, match="would run the whole scan"):
+        pipeline_options(["--dry_run=True"])
 
 
 def test_cpu_fallback_log_line(caplog):
@@ -97,7 +100,8 @@ def test_s3_round_trip_manifest_resume_and_atomic_outputs(sample, s3):
     keys = _keys(client, "out/")
     assert {"out/manifest.json", "out/clean/00000.parquet", "out/removed/00002.parquet",
             "out/shards/00001.json", "out/lists/known-bad-pdq/sidecar.json"} <= set(keys)
-    assert not [k for k in keys if "/.tmp-" in k or k.rsplit("/", 1)[1].startswith(".")]
+    assert not [k for k in keys if "/.tmp-" in k or k.rsplit("/", 1)[1].startswith(".") and
+                k != "out/.shardguard-run.json"]
     m = json.loads(client.get_object(Bucket="data", Key="out/manifest.json")["Body"].read())
     assert m["totals"]["counts"]["removed"] == len(planted["bad_keys"])
     before = {k: client.head_object(Bucket="data", Key=k)["ETag"] for k in keys if k.startswith("out/clean/")}

@@ -11,7 +11,7 @@ from conftest import run_scan
 from shardguard.indexes import imagehashes
 from shardguard.pipelines.sample_data import encode, make_image, shard_rows, write_shard
 from shardguard.transforms.decode import decode_image
-from shardguard.transforms.features import compute_row_features, draft_size
+from shardguard.transforms.features import compute_row_features, decode_plan, hash_runner
 
 HAM = lambda a, b: (int(a, 16) ^ int(b, 16)).bit_count()  # noqa: E731
 
@@ -21,12 +21,18 @@ def _row(data):
             "image": data}
 
 
+def _plan(hashes, clip=None, exact=False):
+    r = hash_runner(hashes, 10**9, exact, clip)
+    return decode_plan(r.extractors, exact)
+
+
 def test_draft_only_without_pdq_and_not_in_exact_mode():
-    assert draft_size(("md5", "phash"), None, exact=False) == 64
-    assert draft_size(("phash", "dhash"), None, exact=False) == 128  # dHash needs more pixels
-    assert draft_size(("phash",), 224, exact=False) == 224
-    assert draft_size(("phash", "pdq"), None, exact=False) is None
-    assert draft_size(("phash",), None, exact=True) is None
+    assert _plan(("md5", "phash")) == (64, True)  # luma only: nothing reads colour
+    assert _plan(("phash", "dhash")) == (128, True)  # dHash needs more pixels
+    assert _plan(("phash",), 224) == (224, False)  # CLIP reads colour
+    assert _plan(("phash", "pdq"))[0] is None
+    assert _plan(("phash",), exact=True)[0] is None
+    assert _plan(("md5",)) == (64, True)  # a decode that only validates the image
 
 
 @pytest.mark.parametrize("hashes", [("phash", "dhash"), ("phash", "dhash", "pdq")])  # draft / reduce paths
@@ -51,7 +57,7 @@ def test_exact_decode_scan_is_bit_identical_to_imagehash(tmp_path):
     for mode in ("fast", "exact"):
         extra = ["--exact-decode"] if mode == "exact" else []
         assert run_scan(["--input", str(tmp_path / "in" / "*.parquet"), "--output", str(tmp_path / mode),
-                         "--hashes", "md5,phash,dhash", *extra]) == 0
+                         "--hashes", "md5,phash,dhash", "--features-only", *extra]) == 0
     exact = pq.read_table(tmp_path / "exact" / "features" / "s.parquet").to_pylist()
     for rec, (_, data, _) in zip(exact, items):
         img = decode_image(data).rgb

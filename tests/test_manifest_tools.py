@@ -92,7 +92,8 @@ def test_lookup_finds_near_copies_not_unrelated(sample, tmp_path, capsys):
     (tmp_path / "unrelated.jpg").write_bytes(encode(make_image(123456)))
     out = tmp_path / "run"
     assert run_scan(["--input", str(src / "shards" / "*.parquet"), "--output", str(out),
-                     "--clip-model", str(__import__("conftest").ROOT / "configs/models/tiny-clip.json")]) == 0
+                     "--clip-model", str(__import__("conftest").ROOT / "configs/models/tiny-clip.json"),
+                     "--features-only"]) == 0
     capsys.readouterr()
     rc, r = _json(capsys, ["lookup", "--run", str(out), str(tmp_path / "reenc.jpg"),
                            str(tmp_path / "resized.png"), str(tmp_path / "unrelated.jpg"), "--json"])

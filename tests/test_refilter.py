@@ -26,7 +26,7 @@ def _scan(src, out, *lists, extra=()):
 
 def _comparable(root):
     """Everything but the manifest (whose lineage and kind differ by design) and list dirs' paths."""
-    return {k: v for k, v in tree_bytes(root).items() if k != "manifest.json" and not k.startswith("lists/")}
+    return {k: v for k, v in tree_bytes(root).items() if k not in ("manifest.json", ".shardguard-run.json") and not k.startswith("lists/")}
 
 
 @pytest.fixture(scope="module")
@@ -95,7 +95,7 @@ def test_refilter_never_decodes_or_loads_a_model(runs, tmp_path, monkeypatch):
 
 def test_missing_feature_is_a_clear_error(sample, tmp_path, capsys):
     src, _ = sample
-    assert _scan(src, tmp_path / "p", extra=["--hashes", "md5"]) == 0
+    assert _scan(src, tmp_path / "p", extra=["--hashes", "md5", "--features-only"]) == 0
     capsys.readouterr()
     assert refilter(["--from", str(tmp_path / "p"), "--output", str(tmp_path / "c"),
                      "--hash-list", _lists(src)["pdq"]]) == 2
@@ -103,7 +103,7 @@ def test_missing_feature_is_a_clear_error(sample, tmp_path, capsys):
     assert "needs feature 'pdq'" in err and "shards: 00000, 00001, 00002" in err
     assert refilter(["--from", str(tmp_path / "p"), "--output", str(tmp_path / "c"),
                      "--expand-threshold", "0.9"]) == 2
-    assert "need feature 'embedding'" in capsys.readouterr().err
+    assert "needs feature 'embedding'" in capsys.readouterr().err
 
 
 def test_moved_inputs_fail_clearly_and_relocate_fixes_it(sample, tmp_path):
@@ -138,7 +138,7 @@ def test_changed_input_is_refused(sample, tmp_path):
     assert refilter(["--from", str(tmp_path / "p"), "--output", str(tmp_path / "c"),
                      "--hash-list", _lists(moved)["pdq"]]) == 1
     s = {x["shard"]: x for x in json.loads((tmp_path / "c" / "manifest.json").read_text())["shards"]}
-    assert s["00001"]["status"] == "failed" and "changed since the parent run" in s["00001"]["failure"]["message"]
+    assert s["00001"]["status"] == "failed" and "changed since it was scanned" in s["00001"]["failure"]["message"]
     assert s["00000"]["status"] == "ok" and not (tmp_path / "c" / "clean" / "00001.parquet").exists()
 
 

@@ -66,7 +66,8 @@ def test_kill_9_at_random_points_then_resume_gives_the_uninterrupted_tree(tmp_pa
 def test_output_under_a_file_is_one_clear_line(tmp_path, capsys):
     write_shard(str(tmp_path / "in" / "s.parquet"), shard_rows([("x", encode(make_image(1)), "success")], "k"))
     (tmp_path / "afile").write_text("x")
-    assert run_scan(["--input", str(tmp_path / "in" / "*.parquet"), "--output", str(tmp_path / "afile" / "out")]) == 3
+    assert run_scan(["--input", str(tmp_path / "in" / "*.parquet"), "--output", str(tmp_path / "afile" / "out"),
+                     "--features-only"]) == 3
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "cannot write to output" in err[0]
 
@@ -85,7 +86,7 @@ def test_disk_full_inside_the_pipeline_is_one_clear_line(tmp_path, capsys, monke
     monkeypatch.setattr(fileio, "write_atomic", full)
     logging.getLogger("apache_beam").setLevel(logging.CRITICAL)
     rc = run_scan(["--input", str(tmp_path / "in" / "*.parquet"), "--output", str(tmp_path / "out"),
-                   "--direct_num_workers=1"])
+                   "--direct_num_workers=1", "--features-only"])
     assert rc == 3
     msg = capsys.readouterr().err
     assert "[Errno 28] No space left on device" in msg and "Traceback" not in msg
@@ -110,7 +111,7 @@ def test_hostile_values_are_data_not_paths(tmp_path):
     pq.write_table(table, tmp_path / "in" / "h.parquet")
     write_shard(str(tmp_path / "in" / "h2.parquet"), shard_rows([("other shard", encode(make_image(7)), "success")], "h"))
     out = tmp_path / "out"
-    assert run_scan(["--input", str(tmp_path / "in" / "*.parquet"), "--output", str(out)]) == 0
+    assert run_scan(["--input", str(tmp_path / "in" / "*.parquet"), "--output", str(out), "--features-only"]) == 0
     feats = pq.read_table(out / "features" / "h.parquet").to_pylist()
     assert [(f["key"], f["key_derived"]) for f in feats] == [
         ("../../etc/passwd", False), ("h#1", True), ("h#2", True), ("h0003", False), ("a\x00b", False)]

@@ -110,7 +110,8 @@ def test_a_changed_config_redoes_shards(scanned, tmp_path):
     out = tmp_path / "out"
     base = ["--input", str(src / "shards" / "*.parquet"), "--output", str(out)]
     assert run_scan(base + sample_list_flags(src)[:2]) == 0
-    assert run_scan(base + sample_list_flags(src)) == 0
+    assert run_scan(base + sample_list_flags(src)) == 2  # another config into the same output: refused
+    assert run_scan(base + sample_list_flags(src) + ["--force"]) == 0
     m = json.loads((out / "manifest.json").read_text())
     assert len(m["lists"]) == 3 and m["totals"]["counts"]["removed"] == len(planted["bad_keys"])
     assert all(s["config_fingerprint"] == m["config_fingerprint"] for s in m["shards"])

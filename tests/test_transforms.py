@@ -1,67 +1,89 @@
-"""Transforms under TestPipeline: features with a dead-letter path, verdict decisions."""
+"""Transforms: the features runner (every row accounted), the stages under TestPipeline, decide."""
 from __future__ import annotations
 
 import apache_beam as beam
 import imagehash
+import pyarrow.parquet as pq
 from apache_beam.testing.util import assert_that, equal_to
 
 from conftest import beam_test_pipeline
-from shardguard.pipelines.sample_data import encode, make_image
+from shardguard.pipelines.sample_data import encode, make_image, shard_rows, write_shard
+from shardguard.transforms.contracts import MatchRecord, RunLayout, ShardSpec
 from shardguard.transforms.decide import decide
 from shardguard.transforms.decode import decode_image
-from shardguard.transforms.features import unpack_records
-from shardguard.transforms.hashing import ComputeFeatures
+from shardguard.transforms.features import hash_runner
 
 
 def _row(i, data, status="success"):
-    return ("s", {"row": i, "key": f"k{i}", "key_derived": False, "url": None, "caption": None,
-                  "status": status, "image": data})
+    return {"row": i, "key": f"k{i}", "key_derived": False, "url": None, "caption": None, "status": status,
+            "image": data}
 
 
-def test_compute_features_routes_every_row():
+def test_feature_runner_accounts_for_every_row():
     good = encode(make_image(3))
-    rows = [_row(0, good), _row(1, b"<html>"), _row(2, None, "failed_to_download")]
-    want_phash = str(imagehash.phash(decode_image(good).rgb))
+    recs = hash_runner(("md5", "phash"), 10_000_000).compute(
+        [_row(0, good), _row(1, b"<html>"), _row(2, None, "failed_to_download"), {"row": 3, "key": "k3",
+         "key_derived": False, "missing_image_column": "jpg"}])
+    want = str(imagehash.phash(decode_image(good).rgb))
+    assert [(r["row"], r["status"], r.get("error_class"), r.get("phash")) for r in recs] == [
+        (0, "ok", None, want), (1, "error", "unidentified", None), (2, "error", "status_failed_to_download", None),
+        (3, "error", "missing_column", None)]
+    assert recs[1]["md5"]  # crypto hashes come from the bytes, before decoding fails
+    assert not any(k.startswith("_") for r in recs for k in r)  # no working state leaves the runner
+
+
+def _settings(tmp_path):
+    from shardguard.transforms.contracts import ColumnNames
+    from shardguard.transforms.extractors import ordered
+    from shardguard.transforms.extractors.hashes import HashExtractor
+    from shardguard.transforms.featurestage import FeatureSettings
+
+    return FeatureSettings(tuple(ordered([HashExtractor(("md5", "phash"), True)])), 10_000_000, True,
+                           ColumnNames(), "fp")
+
+
+def test_features_stage_writes_one_file_per_shard(tmp_path):
+    from shardguard.transforms.featurestage import FeaturesStage, ShardSpecs
+    from shardguard.transforms.shared import SharedHandles
+
+    specs = []
+    for s in range(3):
+        path = tmp_path / "in" / f"{s:05d}.parquet"
+        write_shard(str(path), shard_rows([(f"c{i}", encode(make_image(s * 10 + i)), "success") for i in range(5)]
+                                          + [("bad", b"junk", "success")], f"{s:05d}"))
+        specs.append(ShardSpec(f"{s:05d}", str(path), "parquet"))
+    layout = RunLayout(str(tmp_path / "out"))
     with beam_test_pipeline() as p:
-        out = (p | beam.Create(rows) | ComputeFeatures(("md5", "phash"), 10_000_000)
-               | beam.FlatMap(lambda kv: [(r["row"], r["status"], r["error_class"], r["phash"], "image" in r)
-                                          for r in unpack_records(kv[1])]))
-        assert_that(out, equal_to([(0, "ok", None, want_phash, False),
-                                   (1, "error", "unidentified", None, False),
-                                   (2, "error", "status_failed_to_download", None, False)]))
+        refs = p | ShardSpecs(specs) | FeaturesStage(layout, _settings(tmp_path), SharedHandles())
+        got = refs | beam.Map(lambda r: (r.shard, r.info.num_rows, r.features["rows"], r.failure))
+        assert_that(got, equal_to([(f"{s:05d}", 6, 6, None) for s in range(3)]))
+    table = pq.read_table(tmp_path / "out" / "features" / "00001.parquet")
+    assert table.column("status").to_pylist() == ["ok"] * 5 + ["error"]
+    assert (tmp_path / "out" / "features" / "00001.json").exists()  # the stage's done marker
+
+
+def _m(source, d=0.0):
+    return MatchRecord(source, "hashlist", "pdq", "e", d)
 
 
 def _feat(status="ok", cls=None):
     return {"row": 0, "key": "k", "url": "u", "sha256": "s", "status": status, "error_class": cls}
 
 
-def _m(source, d=0.0):
-    return {"source": source, "kind": "hashlist", "type": "pdq", "entry": "e", "distance": d}
-
-
-def test_decide_precedence():
+def test_decide_precedence_and_tags():
     actions = {"hashlist:r": "remove", "hashlist:q": "quarantine", "hashlist:t": "tag"}
     assert decide(_feat(), [_m("t"), _m("q")], actions, "drop")["verdict"] == "quarantine"
     v = decide(_feat(), [_m("q"), _m("r"), _m("t")], actions, "drop")
     assert v["verdict"] == "remove" and v["reasons"] == ["hashlist:q", "hashlist:r", "hashlist:t"]
-    assert decide(_feat(), [_m("t")], actions, "drop")["verdict"] == "keep"
+    v = decide(_feat(), [_m("t")], actions, "drop")
+    assert v["verdict"] == "keep" and v["tags"] == ["hashlist:t"] and v["reasons"] == ["hashlist:t"]
     assert decide(_feat("error", "truncated"), [], actions, "drop")["verdict"] == "error"
     v = decide(_feat("error", "truncated"), [], actions, "keep-and-flag")
     assert v["verdict"] == "keep" and v["reasons"] == ["unchecked:truncated"]
     assert decide(_feat("error", "truncated"), [_m("r")], actions, "drop")["verdict"] == "remove"
 
 
-def test_packed_features_round_trip():
-    from shardguard.transforms.features import compute_row_features, finish_batch, pack_records
-
-    recs = [compute_row_features(_row(i, d)[1], ("md5", "phash"), 10_000_000, exact=False, defer=True)[0]
-            for i, d in enumerate([encode(make_image(1)), b"junk", encode(make_image(2))])]
-    finish_batch(recs)
-    packed = pack_records(recs)
-    assert "sha256" not in packed[1] and "md5" in packed[1]  # all-null columns travel as nothing
-    assert unpack_records(packed) == recs
-    assert unpack_records(recs[0]) == [recs[0]] and unpack_records(recs) == recs
-    import pytest
-
-    with pytest.raises(ValueError, match="not a packed"):
-        unpack_records(("other", (), ()))
+def test_match_reasons_come_from_the_kind():
+    assert _m("x").reason == "hashlist:x"
+    assert MatchRecord("neighbor-of-known-bad", "neighbor", "clip", "s/k", 0.9).reason == "neighbor-of-known-bad"
+    assert MatchRecord("min-clip-score", "rule", "clip_score", "< 0.2", 0.1).reason == "rule:min-clip-score"
