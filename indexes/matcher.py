@@ -7,12 +7,11 @@ too large for a worker, behind a join on hash buckets.
 """
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass
 
 import numpy as np
-import pyarrow.parquet as pq
 
+from shardguard.indexes.arrowio import read_table
 from shardguard.indexes.artifacts import load_artifact_files
 from shardguard.indexes.hashtypes import HashType, get_hash_type
 
@@ -41,8 +40,7 @@ class ListMatcher:
         self.hash_type: HashType = get_hash_type(sidecar["type"])
         self.max_distance: int = int(sidecar["max_distance"])
         self.min_quality: int = int(sidecar["min_quality"])
-        self.action: str = sidecar["action"]
-        table = pq.read_table(io.BytesIO(blobs["entries.parquet"]))
+        table = read_table(blobs["entries.parquet"])
         nbytes = self.hash_type.nbytes
         codes = table.column("code").combine_chunks()
         raw = codes.buffers()[1].to_pybytes()[codes.offset * nbytes:(codes.offset + len(codes)) * nbytes]

@@ -110,6 +110,48 @@ def state_fingerprint(model) -> str:
     return h.hexdigest()
 
 
+HUB = ("huggingface.co", 443)
+
+
+def _reachable(host: str, port: int, timeout: float = 3.0) -> bool:
+    import socket
+
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _create(oc, spec: ModelSpec):
+    """open_clip's model, from its local cache when there; otherwise from the hub, but only after a
+    3-second reachability check: offline, the hub client would retry for about a minute first."""
+    if not spec.pretrained:
+        return oc.create_model(spec.arch)
+    import logging
+
+    import huggingface_hub.constants as hfc
+
+    saved = hfc.HF_HUB_OFFLINE
+    hfc.HF_HUB_OFFLINE = True  # cache only (the client reads this flag at call time)
+    logging.disable(logging.ERROR)  # open_clip logs a cache miss as an error; it is not one yet (launcher only)
+    try:
+        return oc.create_model(spec.arch, pretrained=spec.pretrained)
+    except Exception:  # noqa: BLE001 - not cached (or not loadable): try the hub below, if it can be reached
+        pass
+    finally:
+        hfc.HF_HUB_OFFLINE = saved
+        logging.disable(logging.NOTSET)
+    if not _reachable(*HUB):
+        raise ModelError(f"model {spec.raw}: not in the local model cache, and the model hub cannot be reached; "
+                         "fetch it on a connected machine (open_clip caches it under ~/.cache/huggingface) "
+                         "or give local weights as NAME@FILE.safetensors")
+    try:
+        return oc.create_model(spec.arch, pretrained=spec.pretrained)
+    except Exception as exc:  # noqa: BLE001 - one clear line, whatever the hub client raised
+        raise ModelError(f"model {spec.raw}: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}") from None
+
+
 def build_model(spec: ModelSpec):
     """(model in eval mode on CPU, image_size, mean, std, tokenizer) for a spec."""
     import torch
@@ -130,10 +172,7 @@ def build_model(spec: ModelSpec):
                 raise ModelError(f"model config {spec.config_path}: {exc}") from None
             tokenizer = oc.tokenizer.SimpleTokenizer(context_length=cfg["text_cfg"].get("context_length", 77))
         else:
-            try:
-                model = oc.create_model(spec.arch, pretrained=spec.pretrained)
-            except RuntimeError as exc:
-                raise ModelError(f"model {spec.raw}: {exc}") from None
+            model = _create(oc, spec)
             tokenizer = oc.get_tokenizer(spec.arch)
     if spec.weights:
         state = _read_state_dict(spec.weights)

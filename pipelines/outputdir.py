@@ -95,8 +95,9 @@ def claim(layout: RunLayout, kind: str, config_fp: str, shard_ids: set[str], for
         stale = stale_shards(layout, shard_ids)
         if stale and not force:
             names = sorted({_shard_of(_basename(p)) for p in stale})
+            shown = ", ".join(names[:5]) + ("…" if len(names) > 5 else "")
             raise ConfigError(f"output {layout.root} holds outputs of {len(names)} shard(s) that are not in this "
-                              f"run ({', '.join(names[:5])}…); give a new --output, or --force to delete them")
+                              f"run ({shown}); give a new --output, or --force to delete them")
         if stale:
             FileSystems.delete(stale)
     marker = {"format": OWNER_FORMAT, "kind": kind, "config_fingerprint": config_fp}

@@ -91,6 +91,22 @@ def test_knn_expansion_flags_cross_shard_neighbour_of_seed(clip_data, tmp_path):
     assert_bytes_nowhere(out, originals)
 
 
+def test_resumed_run_with_expansion_equals_the_uninterrupted_run(clip_data, tmp_path):
+    """Seeds in a shard that is already done are still seeds on resume (expansion sees every shard's
+    features, done or not): the resumed tree is byte for byte the uninterrupted one."""
+    seeds = ["--hash-list", f"md5={clip_data / 'seed_md5.txt'}", "--expand-threshold", "0.98"]
+    full, resumed = tmp_path / "full", tmp_path / "resumed"
+    assert _scan(clip_data, full, *seeds) == 0
+    assert _scan(clip_data, resumed, *seeds) == 0
+    # "interrupt" the run after shard a (the seed's) finished and before shard b (the neighbour's) did
+    for p in resumed.rglob("b.*"):
+        if p.parent.name != "in":
+            p.unlink()
+    assert _scan(clip_data, resumed, *seeds) == 0
+    assert pq.read_table(resumed / "review" / "b.parquet").num_rows == 1  # the neighbour is found again
+    assert tree_bytes(resumed) == tree_bytes(full)
+
+
 def test_index_for_another_model_is_refused(clip_data, tmp_path, capsys):
     idx = tmp_path / "c"
     vecs = np.random.default_rng(0).normal(size=(3, 16)).astype(np.float32)

@@ -17,7 +17,12 @@ STABLE = {"Shards", "Shards/Impulse", "Shards/Emit", "Features", "Features/Sprea
 
 
 def _graph(capsys, argv) -> list[str]:
+    import glob
+    import tempfile
+
+    before = set(glob.glob(f"{tempfile.gettempdir()}/shardguard-*"))
     assert run_scan(argv) == 0
+    assert set(glob.glob(f"{tempfile.gettempdir()}/shardguard-*")) == before  # no staging dir left behind
     out = capsys.readouterr().out
     assert "dry run: job graph translated" in out
     return [l.strip() for l in out.splitlines() if l.startswith("  ")]

@@ -86,10 +86,11 @@ def test_disk_full_inside_the_pipeline_is_one_clear_line(tmp_path, capsys, monke
     monkeypatch.setattr(fileio, "write_atomic", full)
     logging.getLogger("apache_beam").setLevel(logging.CRITICAL)
     rc = run_scan(["--input", str(tmp_path / "in" / "*.parquet"), "--output", str(tmp_path / "out"),
-                   "--direct_num_workers=1", "--features-only"])
+                   "--direct_num_workers=1", "--features-only", "--quiet"])
     assert rc == 3
     msg = capsys.readouterr().err
     assert "[Errno 28] No space left on device" in msg and "Traceback" not in msg
+    assert "/removed/s.parquet" in msg and len(msg.strip().splitlines()) == 1  # one line, naming the path
     assert not (tmp_path / "out" / "shards" / "s.json").exists()  # the shard is not marked done
 
 

@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
 from shardguard.indexes import fileio
-from shardguard.indexes.arrowio import open_parquet, read_metadata, to_pylist
+from shardguard.indexes.arrowio import open_parquet, to_pylist
 from shardguard.transforms.contracts import ColumnNames, ShardInfo, ShardSpec
 from shardguard.transforms.formats import InputChanged, InputFormat, derive_keys, resolve_columns
 
@@ -25,12 +25,18 @@ ROW_GROUP_BYTES = 64 << 20  # clean shards: row groups of about this size (bound
 _COPY_CHUNK = 8 << 20
 
 
-def layout_digest(md: pq.FileMetaData) -> str:
-    """sha256 of a parquet footer's content (row groups, column chunk offsets, sizes, statistics):
-    it changes when the file is rewritten, so a copy can prove it is the file whose rows were read."""
-    import json
+def layout_digest(tail: bytes) -> str:
+    """sha256 of a parquet file's footer bytes (row groups, column chunk offsets, sizes, statistics,
+    then its length and magic): it changes when the file is rewritten, so a copy can prove it is the
+    file whose rows were read. Raw bytes, never decoded (statistics may hold invalid UTF-8)."""
+    return hashlib.sha256(tail).hexdigest()
 
-    return hashlib.sha256(json.dumps(md.to_dict(), sort_keys=True, default=str).encode()).hexdigest()
+
+def footer_tail(path: str, footer_size: int) -> bytes:
+    """The last ``footer_size + 8`` bytes of a file: the footer, its length and ``PAR1``."""
+    with FileSystems.open(path, compression_type="uncompressed") as f:
+        f.seek(-(footer_size + 8), 2)
+        return f.read()
 
 
 def shard_metadata(path: str) -> dict:
@@ -38,8 +44,10 @@ def shard_metadata(path: str) -> dict:
     with open_parquet(path) as pf:
         md = pf.metadata
         codec = md.row_group(0).column(0).compression.lower() if md.num_row_groups and md.num_columns else "snappy"
-        return {"num_rows": md.num_rows, "columns": tuple(pf.schema_arrow.names), "compression": codec,
-                "layout_sha256": layout_digest(md), "footer_size": md.serialized_size}
+        meta = {"num_rows": md.num_rows, "columns": tuple(pf.schema_arrow.names), "compression": codec,
+                "footer_size": md.serialized_size}
+    meta["layout_sha256"] = layout_digest(footer_tail(path, meta["footer_size"]))
+    return meta
 
 
 def iter_rows(path: str, shard: str, cols: ColumnNames):
@@ -96,10 +104,7 @@ def copy_whole(src: str, dst: str, expected_sha256: str, layout_sha256: str | No
 
 
 def _footer_is(tail: bytes, layout_sha256: str) -> bool:
-    try:  # the footer is the last footer_size + 8 bytes; b"PAR1" stands in for the file head
-        return layout_digest(read_metadata(b"PAR1" + tail)) == layout_sha256
-    except Exception:  # noqa: BLE001 - an unparsable tail is a changed file
-        return False
+    return layout_digest(tail) == layout_sha256
 
 
 def write_filtered_copy(src: str, dst: str, keep_rows: set[int], compression: str,
@@ -113,7 +118,7 @@ def write_filtered_copy(src: str, dst: str, keep_rows: set[int], compression: st
 
     keep = np.array(sorted(keep_rows), dtype=np.int64)
     with open_parquet(src) as pf:
-        if layout_sha256 and layout_digest(pf.metadata) != layout_sha256:
+        if layout_sha256 and layout_digest(footer_tail(src, pf.metadata.serialized_size)) != layout_sha256:
             raise InputChanged(f"{src} changed after its rows were read (footer differs); not copied")
         return _copy_rows(pf, dst, keep, compression)
 
