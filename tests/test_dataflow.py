@@ -41,10 +41,9 @@ def test_dataflow_dry_run_graph_is_offline_and_stable(sample, capsys, tmp_path):
     assert _graph(capsys, argv) == first  # the same names every time
     clip = _graph(capsys, argv + ["--clip-model", str(ROOT / "configs/models/tiny-clip.json"),
                                   "--expand-threshold", "0.9"])
-    assert {"Verdict/KeyByShard", "Verdict/GroupByShard", "Verdict/Dataset-neighbor-0"} <= \
-        {"/".join(n.split("/")[:2]) for n in clip}
-    assert {"Verdict/Dataset-neighbor-0/Seeds", "Verdict/Dataset-neighbor-0/BoundSeeds",
-            "Verdict/Dataset-neighbor-0/ExpandNeighbors"} <= {"/".join(n.split("/")[:3]) for n in clip}
+    assert {"Verdict/Dataset-neighbor-0", "Verdict/DecideAndWrite"} <= {"/".join(n.split("/")[:2]) for n in clip}
+    assert {"Verdict/Dataset-neighbor-0/Seeds", "Verdict/Dataset-neighbor-0/BoundSeeds"} <= \
+        {"/".join(n.split("/")[:3]) for n in clip}
     assert not (tmp_path / "out").exists()
 
 

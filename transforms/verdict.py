@@ -22,7 +22,7 @@ from shardguard.indexes.arrowio import read_table
 from shardguard.transforms.contracts import ColumnNames, DatasetMatches, FailureRecord, RunLayout, ShardRef
 from shardguard.transforms.decide import KEEP, decide
 from shardguard.transforms.formats import InputChanged
-from shardguard.transforms.rules import DATASET, column
+from shardguard.transforms.rules import DATASET, KEYED, SIDE, column
 from shardguard.transforms.write import (count_verdicts, summary_base, write_clean, write_failed,
                                          write_records)
 
@@ -100,10 +100,15 @@ def error_records(rows: list[dict], verdicts: list[dict]) -> list[dict]:
 
 
 def verdict_shard(ref: ShardRef, dataset: list[DatasetMatches], layout: RunLayout, settings: VerdictSettings,
-                  rules) -> dict:
-    """Decide and write one shard; return its summary (see module doc)."""
+                  rules, sides=()) -> dict:
+    """Decide and write one shard; return its summary (see module doc). ``sides`` are (rule, value)
+    of dataset rules that match each shard against one dataset-wide value (the seed set)."""
     base = summary_base(ref, settings.config_fingerprint)
-    failure = ref.failure or next((d.failure for d in dataset if d.failure is not None), None)
+    if ref.failure is not None:
+        return write_failed(layout, base, ref.failure)
+    table = read_table(layout.abs(ref.features["path"]))
+    dataset = list(dataset) + [rule.shard_matches(table, ref, value) for rule, value in sides]
+    failure = next((d.failure for d in dataset if d.failure is not None), None)
     if failure is not None:
         return write_failed(layout, base, failure)
     dfp = dataset_fingerprint(dataset)
@@ -111,7 +116,6 @@ def verdict_shard(ref: ShardRef, dataset: list[DatasetMatches], layout: RunLayou
     if done is not None:
         Metrics.counter("shards", "skipped_done").inc()
         return done
-    table = read_table(layout.abs(ref.features["path"]))
     if table.num_rows != ref.info.num_rows:
         return write_failed(layout, base, FailureRecord("accounting", "row_count_mismatch",
                                                         f"features hold {table.num_rows} rows, input {ref.info.num_rows}"))
@@ -142,14 +146,16 @@ class VerdictFn(beam.DoFn):
             if r.scope != DATASET:
                 r.setup(self._shared)
 
-    def process(self, element):
+    def process(self, element, **sides):
         if isinstance(element, ShardRef):
             ref, dataset = element, []
         else:
             _, grouped = element
             ref = grouped["ref"][0]
             dataset = [dm for name in sorted(grouped) if name != "ref" for dm in grouped[name]]
-        summary = verdict_shard(ref, dataset, self._layout, self._settings, self._settings.rules)
+        rules = self._settings.dataset_rules
+        with_side = [(rules[int(k[1:])], v) for k, v in sorted(sides.items())]
+        summary = verdict_shard(ref, dataset, self._layout, self._settings, self._settings.rules, with_side)
         self._count(summary)
         yield summary
 
@@ -183,13 +189,14 @@ class _RuleExpand(beam.PTransform):
         self._rule, self._ctx = rule, ctx
 
     def expand(self, refs):
-        return self._rule.expand(refs, self._ctx)
+        return self._rule.expand(refs, self._ctx)  # {"side": …} and/or {"keyed": …}
 
 
 class VerdictStage(beam.PTransform):
     """ShardRefs → summaries. Without dataset rules each shard is decided and written as soon as its
     features exist (fused with the features stage: no barrier); with them, after every shard's
-    features have been seen by the dataset rules."""
+    features have been seen by the dataset rules (their side values, e.g. the seed set, reach every
+    shard's verdict; keyed matches are joined to their shard)."""
 
     def __init__(self, layout: RunLayout, settings: VerdictSettings, shared):
         super().__init__()
@@ -197,11 +204,15 @@ class VerdictStage(beam.PTransform):
 
     def expand(self, refs):
         fn = VerdictFn(self._layout, self._settings, self._shared)
-        rules = self._settings.dataset_rules
-        if not rules:
-            return refs | "DecideAndWrite" >> beam.ParDo(fn)
         ctx = DatasetContext(self._layout, self._shared)
-        parts = {"ref": refs | "KeyByShard" >> beam.Map(_key_by_shard)}
-        for i, rule in enumerate(rules):
-            parts[f"{i:02d}-{rule.kinds[0]}"] = refs | f"Dataset-{rule.kinds[0]}-{i}" >> _RuleExpand(rule, ctx)
-        return parts | "GroupByShard" >> beam.CoGroupByKey() | "DecideAndWrite" >> beam.ParDo(fn)
+        sides, keyed = {}, {}
+        for i, rule in enumerate(self._settings.dataset_rules):
+            out = refs | f"Dataset-{rule.kinds[0]}-{i}" >> _RuleExpand(rule, ctx)
+            if SIDE in out:
+                sides[f"r{i}"] = beam.pvalue.AsSingleton(out[SIDE])
+            if KEYED in out:
+                keyed[f"{i:02d}-{rule.kinds[0]}"] = out[KEYED]
+        if not keyed:
+            return refs | "DecideAndWrite" >> beam.ParDo(fn, **sides)
+        parts = dict(keyed, ref=refs | "KeyByShard" >> beam.Map(_key_by_shard))
+        return parts | "GroupByShard" >> beam.CoGroupByKey() | "DecideAndWrite" >> beam.ParDo(fn, **sides)

@@ -18,6 +18,7 @@ import pyarrow as pa
 from shardguard.transforms.contracts import MatchRecord
 
 ROW, DATASET = "row", "dataset"
+SIDE, KEYED = "side", "keyed"
 
 
 class Rule:
@@ -51,8 +52,15 @@ class Rule:
         """Row scope: the matches of each row of one shard's features table."""
         raise NotImplementedError
 
-    def expand(self, refs, ctx):
-        """Dataset scope: a PTransform wiring from ``ShardRef``s to ``(shard, DatasetMatches)``."""
+    def expand(self, refs, ctx) -> dict:
+        """Dataset scope: wiring from the ``ShardRef``s of every shard to what each shard's verdict
+        needs from the whole dataset, as ``{"side": PCollection}`` (one value every shard sees, e.g. the
+        seed set: nothing per row crosses a shuffle) and/or ``{"keyed": PCollection}`` of
+        ``(shard, DatasetMatches)`` (e.g. dedup's decisions, joined to their shards)."""
+        raise NotImplementedError
+
+    def shard_matches(self, table: pa.Table, ref, side):
+        """Dataset scope with a side value: this shard's ``DatasetMatches`` given it."""
         raise NotImplementedError
 
 

@@ -2,8 +2,9 @@
 
 Seeds are the rows a ``remove`` hash list matched, in every shard of the run (done shards included).
 They reach every worker as one side input, bounded: more than ``expand.max_seeds`` fails the shards
-with a clear message instead of exhausting memory. Each shard's embeddings are compared with all
-seeds in chunks (memory ~ chunk rows × seeds, not rows × seeds), and a row keeps at most
+with a clear message instead of exhausting memory. Each shard's verdict compares its embeddings with
+all seeds in chunks (memory ~ chunk rows × seeds, not rows × seeds; nothing per row crosses a
+shuffle, so memory does not grow with the dataset), and a row keeps at most
 ``expand.max_per_row`` neighbouring seeds (the most similar; one is enough to flag it), so a loose
 threshold or a degenerate model cannot blow up the records either. Neighbours are never seeds in turn.
 """
@@ -14,7 +15,7 @@ import numpy as np
 
 from shardguard.indexes.arrowio import read_table
 from shardguard.transforms.contracts import DatasetMatches, FailureRecord, MatchRecord
-from shardguard.transforms.rules import DATASET, Rule, column
+from shardguard.transforms.rules import DATASET, SIDE, Rule, column
 from shardguard.transforms.rules.concepts import embedding_matrix
 
 NEIGHBOR_SOURCE = "neighbor-of-known-bad"
@@ -94,25 +95,6 @@ class _SeedsFn(beam.DoFn):
         yield from seeds_of(table, ref.shard, self._rule.seed_rules)
 
 
-class _NeighboursFn(beam.DoFn):
-    def __init__(self, rule: "KnnExpansion", layout):
-        self._rule, self._layout = rule, layout
-
-    def process(self, ref, seedset):
-        if ref.features is None:
-            return
-        if seedset["count"] > seedset["limit"]:
-            yield ref.shard, DatasetMatches(failure=FailureRecord(
-                "expand", "SeedLimitExceeded", f"kNN expansion found {seedset['count']} seeds, more than "
-                f"expand.max_seeds ({seedset['limit']}); each worker would hold them all (dim × 2 bytes "
-                "each): raise the limit if memory allows, or split the run"))
-            return
-        table = read_table(self._layout.abs(ref.features["path"]), columns=["key", "embedding"])
-        rows = neighbours(table, ref.shard, seedset["seeds"], self._rule.threshold, self._rule.max_per_row)
-        beam.metrics.Metrics.counter("match", f"hit_{NEIGHBOR_SOURCE}").inc(len(rows))
-        yield ref.shard, DatasetMatches(rows=tuple(rows))
-
-
 class KnnExpansion(Rule):
     """``neighbor-of-known-bad``: rows within ``expand.threshold`` cosine of a confirmed match."""
 
@@ -141,7 +123,17 @@ class KnnExpansion(Rule):
         return ["knn", self.threshold, self.action, [r.fingerprint() for r in self.seed_rules],
                 self.max_seeds, self.max_per_row]
 
-    def expand(self, refs, ctx):  # noqa: D102
+    def expand(self, refs, ctx) -> dict:  # noqa: D102
         seeds = (refs | "Seeds" >> beam.ParDo(_SeedsFn(self, ctx.layout, ctx.shared))
                  | "BoundSeeds" >> beam.CombineGlobally(BoundedSeeds(self.max_seeds)))
-        return refs | "ExpandNeighbors" >> beam.ParDo(_NeighboursFn(self, ctx.layout), beam.pvalue.AsSingleton(seeds))
+        return {SIDE: seeds}
+
+    def shard_matches(self, table, ref, seedset) -> DatasetMatches:  # noqa: D102
+        if seedset["count"] > seedset["limit"]:
+            return DatasetMatches(failure=FailureRecord(
+                "expand", "SeedLimitExceeded", f"kNN expansion found {seedset['count']} seeds, more than "
+                f"expand.max_seeds ({seedset['limit']}); each worker would hold them all (dim × 2 bytes "
+                "each): raise the limit if memory allows, or split the run"))
+        rows = neighbours(table, ref.shard, seedset["seeds"], self.threshold, self.max_per_row)
+        beam.metrics.Metrics.counter("match", f"hit_{NEIGHBOR_SOURCE}").inc(len(rows))
+        return DatasetMatches(rows=tuple(rows))
