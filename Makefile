@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 export NO_ALBUMENTATIONS_UPDATE := 1
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: demo test test-slow bench clean docker-cpu docker-gpu
+.PHONY: demo test test-slow lint bench clean docker-cpu docker-gpu
 IMAGE ?= shardguard
 
 $(STAMP): setup.py constraints.txt
@@ -25,6 +25,9 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow and not gpu" tests
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
 
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -q -m "slow" tests

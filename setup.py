@@ -25,12 +25,14 @@ class OptionalBuildExt(build_ext):
     """Build the extension when a compiler is there; otherwise warn and install pure Python."""
 
     def run(self):
+        """Build the extensions that can be built."""
         try:
             super().run()
         except Exception as exc:  # noqa: BLE001 - any compiler failure means "use the numpy path"
             print(f"WARNING: shardguard C extension not built ({exc}); using the numpy search path")
 
     def build_extension(self, ext):
+        """Build one extension, or warn and leave it out."""
         try:
             super().build_extension(ext)
         except Exception as exc:  # noqa: BLE001
@@ -49,7 +51,6 @@ setup(
         "shardguard.transforms": "transforms",
         "shardguard.indexes": "indexes",
     },
-    package_data={"shardguard.pipelines": ["data/*.yaml", "data/*.json"]},
     install_requires=[
         "apache-beam>=2.60,<3",
         "numpy>=1.26,<2.5",
@@ -69,7 +70,7 @@ setup(
         "dataflow": ["apache-beam[gcp]", "build"],
         "s3": ["apache-beam[aws]"],
         # test tools, plus what the Dataflow dry-run, S3 and img2dataset tests need
-        "dev": ["pytest>=8", "pytest-timeout", "hypothesis>=6", "img2dataset==1.47.0",
+        "dev": ["pytest>=8", "pytest-timeout", "hypothesis>=6", "img2dataset==1.47.0", "ruff>=0.6",
                 "apache-beam[gcp,aws]", "moto[server]>=5"],
     },
     ext_modules=[Extension("shardguard.indexes._mihext", ["indexes/_mihext.c"],

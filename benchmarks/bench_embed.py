@@ -35,6 +35,7 @@ def load_images(n: int) -> list[bytes]:
 def as_shards(images: list[bytes], per: int = 500) -> list[str]:
     """Write the images as shard files (what the scan reads), once per size."""
     from common import CACHE
+
     from shardguard.pipelines.sample_data import shard_rows, write_shard
 
     d = CACHE / f"embed-{len(images)}"
@@ -74,15 +75,14 @@ def plain_loop(spec_str: str, images: list[bytes], batch: int, device: str) -> t
 
 
 def beam_stage(spec_str: str, images: list[bytes], batch: int, device: str, extra: list[str]) -> float:
+    import tempfile
+
     import apache_beam as beam
 
     from shardguard.indexes.models import build_model, parse_spec
     from shardguard.pipelines.options import pipeline_options
     from shardguard.transforms.embed import ClipModelHandler
     from shardguard.transforms.hashing import ComputeFeatures
-
-    import tempfile
-
     from shardguard.transforms.parquet_shards import ColumnNames
     from shardguard.transforms.read import ReadShards
 

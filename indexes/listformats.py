@@ -19,9 +19,9 @@ from __future__ import annotations
 
 import csv
 import hashlib
-from array import array
 import io
 import json
+from array import array
 from dataclasses import dataclass, field
 
 import numpy as np

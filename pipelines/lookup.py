@@ -7,7 +7,6 @@ the features, which is fine per run directory; a standing service would index th
 """
 from __future__ import annotations
 
-
 import numpy as np
 
 from shardguard.indexes import fileio

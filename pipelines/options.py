@@ -18,8 +18,14 @@ import difflib
 import os
 
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.options.pipeline_options import (DirectOptions, PipelineOptions, PortableOptions,
-                                                  StandardOptions, TestOptions, _BeamArgumentParser)
+from apache_beam.options.pipeline_options import (
+    DirectOptions,
+    PipelineOptions,
+    PortableOptions,
+    StandardOptions,
+    TestOptions,
+    _BeamArgumentParser,
+)
 
 DEFAULT_LOCAL_RUNNER = "FnApiRunner"
 _LOCAL = {"fnapirunner", "directrunner", "switchingdirectrunner", "testdirectrunner"}

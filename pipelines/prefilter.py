@@ -17,8 +17,14 @@ from shardguard.pipelines import configload
 from shardguard.pipelines.config import ConfigError, ScanConfig
 from shardguard.pipelines.inputs import expand_inputs
 from shardguard.pipelines.launch import Launch, claim_and_install, execute, now, staging_dir
-from shardguard.pipelines.options import (StrictParser, UsageError, configure_filesystems, is_dry_run,
-                                          pipeline_options, split_args)
+from shardguard.pipelines.options import (
+    StrictParser,
+    UsageError,
+    configure_filesystems,
+    is_dry_run,
+    pipeline_options,
+    split_args,
+)
 from shardguard.pipelines.plan import prepare
 from shardguard.pipelines.runutil import error_exit
 from shardguard.transforms.contracts import RunLayout

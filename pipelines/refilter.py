@@ -18,8 +18,14 @@ from shardguard.pipelines.config import ConfigError, HashListSpec, ScanConfig
 from shardguard.pipelines.flags import list_flag_data
 from shardguard.pipelines.launch import Launch, claim_and_install, execute, now, staging_dir
 from shardguard.pipelines.lineage import diff_runs, lineage
-from shardguard.pipelines.options import (StrictParser, UsageError, configure_filesystems, is_dry_run,
-                                          pipeline_options, split_args)
+from shardguard.pipelines.options import (
+    StrictParser,
+    UsageError,
+    configure_filesystems,
+    is_dry_run,
+    pipeline_options,
+    split_args,
+)
 from shardguard.pipelines.plan import prepare
 from shardguard.pipelines.runutil import error_exit
 from shardguard.transforms.contracts import ParentShard, RunLayout, ShardSpec

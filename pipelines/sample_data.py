@@ -151,7 +151,7 @@ def main(argv=None) -> int:
     return 0
 
 
-class serve_images:
+class serve_images:  # noqa: N801 - used like a function: `with serve_images(...)`
     """Context manager: serve ``{path: bytes}`` over HTTP on 127.0.0.1 (a free port) in a thread.
 
     Used by the img2dataset end-to-end test and benchmark. Unknown paths answer 404. The mapping

@@ -9,8 +9,15 @@ from shardguard.pipelines.config import ConfigError
 from shardguard.pipelines.flags import add_scan_flags, config_from_args
 from shardguard.pipelines.inputs import expand_inputs
 from shardguard.pipelines.launch import Launch, claim_and_install, execute, now, staging_dir
-from shardguard.pipelines.options import (StrictParser, UsageError, configure_filesystems, is_dry_run, is_local,
-                                          pipeline_options, split_args)
+from shardguard.pipelines.options import (
+    StrictParser,
+    UsageError,
+    configure_filesystems,
+    is_dry_run,
+    is_local,
+    pipeline_options,
+    split_args,
+)
 from shardguard.pipelines.plan import prepare
 from shardguard.pipelines.runutil import error_exit
 from shardguard.transforms.contracts import RunLayout

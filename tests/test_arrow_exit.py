@@ -15,7 +15,6 @@ import sys
 
 import pyarrow.parquet as pq
 import pytest
-
 from conftest import run_scan, sample_list_flags
 
 SHIM = r"""

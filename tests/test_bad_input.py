@@ -7,9 +7,9 @@ import json
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-
 from conftest import run_scan
 from hostile import EXPECTED, hostile_images
+
 from shardguard.pipelines.sample_data import encode, make_image, shard_rows, write_shard
 from shardguard.transforms.decode import DecodeError, decode_image
 

@@ -8,8 +8,8 @@ import json
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-
 from conftest import run_scan
+
 from shardguard.transforms.contracts import ShardInfo
 from shardguard.transforms.formats import InputChanged
 from shardguard.transforms.formats.parquet import ParquetFormat, copy_whole, shard_metadata

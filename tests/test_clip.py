@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-
 from conftest import ROOT, run_scan
 from helpers import assert_bytes_nowhere, tree_bytes
+
 from shardguard.indexes.models import ModelError, build_model, parse_spec
 from shardguard.pipelines.cli import main as cli
 from shardguard.pipelines.sample_data import encode, make_image, shard_rows, variants, write_shard

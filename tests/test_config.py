@@ -73,7 +73,7 @@ def test_yaml_errors_name_file_and_line(tmp_path, text, key):
     (tmp_path / "c.yaml").write_text("inputs: [a]\noutput: o\n" + text + "\n")
     with pytest.raises(ConfigError) as e:
         from_data(load_yaml(str(tmp_path / "c.yaml")), str(tmp_path / "c.yaml"))
-    assert f"c.yaml:3: " in str(e.value) and key in str(e.value), str(e.value)
+    assert "c.yaml:3: " in str(e.value) and key in str(e.value), str(e.value)
 
 
 def test_threshold_messages_say_the_usual_value():

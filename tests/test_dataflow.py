@@ -6,7 +6,6 @@ import json
 import logging
 
 import pytest
-
 from conftest import ROOT, run_scan, sample_list_flags
 
 DATAFLOW = ["--runner", "DataflowRunner", "--project", "demo-project", "--region", "us-central1",

@@ -6,8 +6,8 @@ import json
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-
 from conftest import run_scan
+
 from shardguard.indexes import imagehashes
 from shardguard.pipelines.sample_data import encode, make_image, shard_rows, write_shard
 from shardguard.transforms.decode import decode_image

@@ -13,8 +13,8 @@ import os
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-
 from conftest import run_scan
+
 from shardguard.pipelines.sample_data import encode, make_image, serve_images, variants
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")

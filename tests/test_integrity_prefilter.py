@@ -7,8 +7,8 @@ import json
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-
 from conftest import run_scan
+
 from shardguard.pipelines.prefilter import run as prefilter
 from shardguard.pipelines.sample_data import encode, make_image, shard_rows
 from shardguard.transforms.urls import domain_matches, normalize_url

@@ -6,8 +6,8 @@ import shutil
 
 import pyarrow.parquet as pq
 import pytest
-
 from conftest import run_scan, sample_list_flags
+
 from shardguard.pipelines.cli import main as cli
 from shardguard.pipelines.sample_data import encode, make_image
 

@@ -5,9 +5,9 @@ import json
 
 import pyarrow.parquet as pq
 import pytest
-
 from conftest import run_scan
 from helpers import tree_bytes
+
 from shardguard.pipelines.refilter import run as refilter
 
 

@@ -13,9 +13,9 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-
 from conftest import ROOT, run_scan
 from helpers import tree_bytes
+
 from shardguard.pipelines.sample_data import encode, make_image, shard_rows, variants, write_shard
 
 

@@ -7,7 +7,6 @@ import shutil
 
 import pyarrow.parquet as pq
 import pytest
-
 from conftest import run_scan, sample_list_flags
 from helpers import assert_bytes_nowhere, tree_bytes
 

@@ -5,8 +5,8 @@ import apache_beam as beam
 import imagehash
 import pyarrow.parquet as pq
 from apache_beam.testing.util import assert_that, equal_to
-
 from conftest import beam_test_pipeline
+
 from shardguard.pipelines.sample_data import encode, make_image, shard_rows, write_shard
 from shardguard.transforms.contracts import MatchRecord, RunLayout, ShardSpec
 from shardguard.transforms.decide import decide

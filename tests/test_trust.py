@@ -11,8 +11,8 @@ import sys
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-
 from conftest import run_scan, sample_list_flags
+
 from shardguard.pipelines.cli import main as cli
 from shardguard.pipelines.refilter import run as refilter
 from shardguard.pipelines.sample_data import encode, make_image, shard_rows, write_shard
@@ -265,7 +265,8 @@ def test_cli_habits(sample, tmp_path, capsys):
     assert e.value.code == 0
     helptext = capsys.readouterr().out
     assert "Scan image-text shards" in helptext and "run(argv" not in helptext
-    from shardguard.pipelines import prefilter, refilter as rf, scan
+    from shardguard.pipelines import prefilter, scan
+    from shardguard.pipelines import refilter as rf
 
     for parser in (scan.scan_parser(), rf.parser(), prefilter.parser()):
         for action in parser._actions:

@@ -8,8 +8,8 @@ import tarfile
 
 import pyarrow.parquet as pq
 import pytest
-
 from conftest import run_scan
+
 from shardguard.pipelines.sample_data import encode, make_image, shard_rows, variants, write_shard
 from shardguard.transforms.formats.webdataset import split_member
 

@@ -1,21 +1,20 @@
-"""CLIP embeddings through Beam's RunInference with a custom, keyed, batched ModelHandler.
+"""CLIP models on a device, fed fixed-shape batches (the features stage's ``ClipExtractor`` calls them).
 
 Determinism: float matmuls give slightly different results for a row depending on the batch *shape*
 (measured: ~4e-6, enough to flip float16 values), but not on its position or companions within a
 batch of fixed shape. The handler therefore always runs the model on exactly ``batch_size`` rows,
 padding the last chunk, so an embedding is bit-identical whatever batches the runner forms.
 
-Elements are ``((shard, features_record), (pixels, caption))``; the record travels as the key and
-comes back with ``embedding`` (float16, L2-normalised) and ``clip_score`` (image-caption cosine).
+``embed_batch`` turns (pixels, caption) pairs into ``embedding`` (float16, L2-normalised) and
+``clip_score`` (the image-caption cosine).
 """
 from __future__ import annotations
 
 import logging
 import threading
-from typing import Any, Iterable, Sequence
+from typing import Sequence
 
 import numpy as np
-from apache_beam.ml.inference.base import ModelHandler, PredictionResult
 from PIL import Image
 
 from shardguard.indexes.models import ModelSpec, build_model, check_pin, describe
@@ -128,28 +127,3 @@ def embed_batch(model: LoadedClip, examples: Sequence[tuple[np.ndarray, str | No
             # rounded to float32 here, as stored: a re-filter then compares the very same value
             scores[i] = float(np.float32(np.dot(img[i], txt[j])))
     return [{"embedding": img[i].astype(np.float16), "clip_score": scores[i]} for i in range(len(examples))]
-
-
-class ClipModelHandler(ModelHandler[tuple, PredictionResult, LoadedClip]):
-    """RunInference handler: one model per process (``share_model_across_processes`` for GPUs)."""
-
-    def __init__(self, spec: ModelSpec, device: str = "auto", min_batch_size: int = 8,
-                 max_batch_size: int = 32, large_model: bool = False):
-        self._spec, self._device = spec, device
-        self._min, self._max, self._large = min_batch_size, max_batch_size, large_model
-
-    def load_model(self) -> LoadedClip:  # noqa: D102
-        return LoadedClip(self._spec, self._device, self._max)
-
-    def run_inference(self, batch: Sequence[tuple], model: LoadedClip,
-                      inference_args: dict[str, Any] | None = None) -> Iterable[PredictionResult]:  # noqa: D102
-        return [PredictionResult(ex, out) for ex, out in zip(batch, embed_batch(model, batch))]
-
-    def batch_elements_kwargs(self):  # noqa: D102
-        return {"min_batch_size": self._min, "max_batch_size": self._max}
-
-    def share_model_across_processes(self) -> bool:  # noqa: D102
-        return self._large
-
-    def get_metrics_namespace(self) -> str:  # noqa: D102
-        return "embed"

@@ -19,8 +19,7 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 
 from shardguard.indexes import fileio
-from shardguard.transforms.contracts import (ColumnNames, FailureRecord, RunLayout, ShardInfo, ShardRef,
-                                             ShardSpec)
+from shardguard.transforms.contracts import ColumnNames, FailureRecord, RunLayout, ShardInfo, ShardRef, ShardSpec
 from shardguard.transforms.features import ERROR, FeatureRunner, MetadataRunner, features_table
 from shardguard.transforms.formats import get_format, resolve_columns
 from shardguard.transforms.records import write_table
@@ -156,6 +155,7 @@ class FeaturesFn(beam.DoFn):
         self._runner = None
 
     def setup(self):
+        """Load the extractors' heavy objects once per worker process."""
         if self._settings is not None:
             for e in self._settings.extractors:
                 e.setup(self._shared)
@@ -164,6 +164,7 @@ class FeaturesFn(beam.DoFn):
             self._runner = runner(s.extractors, s.max_pixels, s.exact)
 
     def process(self, spec: ShardSpec):
+        """One shard: compute, reuse or adopt its features."""
         if spec.parent is not None:
             yield adopt_parent(spec, self._layout)
         else:
@@ -183,6 +184,7 @@ class ShardSpecs(beam.PTransform):
         self._specs = list(specs)
 
     def expand(self, pbegin):
+        """Impulse, then one element per shard spec."""
         return pbegin | "Impulse" >> beam.Impulse() | "Emit" >> beam.FlatMap(_emit, self._specs)
 
 
@@ -195,4 +197,5 @@ class FeaturesStage(beam.PTransform):
         self._fn = FeaturesFn(layout, settings, shared)
 
     def expand(self, specs):
+        """Spread the specs, then one features call per shard."""
         return specs | "Spread" >> beam.Reshuffle() | "ComputeFeatures" >> beam.ParDo(self._fn)

@@ -23,8 +23,7 @@ from shardguard.transforms.contracts import ColumnNames, DatasetMatches, Failure
 from shardguard.transforms.decide import KEEP, decide
 from shardguard.transforms.formats import InputChanged
 from shardguard.transforms.rules import DATASET, KEYED, SIDE, column
-from shardguard.transforms.write import (count_verdicts, summary_base, write_clean, write_failed,
-                                         write_records)
+from shardguard.transforms.write import count_verdicts, summary_base, write_clean, write_failed, write_records
 
 _LOG = logging.getLogger(__name__)
 _ROW_FIELDS = ("row", "key", "url", "sha256", "status", "error_stage", "error_class", "error_message")
@@ -142,11 +141,13 @@ class VerdictFn(beam.DoFn):
         self._layout, self._settings, self._shared = layout, settings, shared
 
     def setup(self):
+        """Load the row rules' matchers once per worker process."""
         for r in self._settings.rules:
             if r.scope != DATASET:
                 r.setup(self._shared)
 
     def process(self, element, **sides):
+        """Decide and write one shard (its co-grouped dataset matches and side values included)."""
         if isinstance(element, ShardRef):
             ref, dataset = element, []
         else:
@@ -203,6 +204,7 @@ class VerdictStage(beam.PTransform):
         self._layout, self._settings, self._shared = layout, settings, shared
 
     def expand(self, refs):
+        """Wire the dataset rules (if any), then decide and write each shard."""
         fn = VerdictFn(self._layout, self._settings, self._shared)
         ctx = DatasetContext(self._layout, self._shared)
         sides, keyed = {}, {}

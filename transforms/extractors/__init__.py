@@ -33,6 +33,11 @@ class FeatureExtractor:
     name: str = ""
     always: bool = False  # columns present in every features file (null when not computed)
 
+    @classmethod
+    def example(cls, directory: str) -> "FeatureExtractor":
+        """An instance for the contract tests (``directory``: scratch space for what it needs)."""
+        return cls()
+
     def columns(self) -> list[pa.Field]:
         """The columns this extractor adds to the features schema."""
         raise NotImplementedError

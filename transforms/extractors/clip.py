@@ -30,6 +30,19 @@ class ClipExtractor(FeatureExtractor):
     def __getstate__(self):  # the loaded model never travels with the extractor
         return dict(self.__dict__, _model=None, _pending=[])
 
+    @classmethod
+    def example(cls, directory: str) -> "ClipExtractor":  # noqa: D102
+        """The tiny seeded test model (random weights), batch 4."""
+        import dataclasses
+        from pathlib import Path
+
+        from shardguard.indexes.models import build_model, describe, parse_spec
+
+        spec = parse_spec(str(Path(__file__).resolve().parents[2] / "configs" / "models" / "tiny-clip.json"))
+        model, size, *_ = build_model(spec)
+        info = describe(spec, model)
+        return cls(dataclasses.replace(spec, pinned_sha256=info["weights_sha256"]), "cpu", 4, size, info["embed_dim"])
+
     def columns(self) -> list[pa.Field]:  # noqa: D102
         return [pa.field("embedding", pa.list_(pa.float16(), self.embed_dim)), pa.field("clip_score", pa.float32())]
 

@@ -25,6 +25,10 @@ class HashExtractor(FeatureExtractor):
     def __init__(self, names: tuple[str, ...] = (), exact: bool = True):
         self.names, self.exact = tuple(names), exact
 
+    @classmethod
+    def example(cls, directory: str) -> "HashExtractor":  # noqa: D102
+        return cls(tuple(HASH_TYPES), exact=False)
+
     def columns(self) -> list[pa.Field]:  # noqa: D102
         fields = []
         for ht in HASH_TYPES.values():

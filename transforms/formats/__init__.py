@@ -15,7 +15,7 @@ from typing import Iterator
 from shardguard.transforms.contracts import ColumnNames, RunLayout, ShardInfo, ShardSpec
 
 
-class InputChanged(ValueError):
+class InputChanged(ValueError):  # noqa: N818 - it reads as what happened to the input
     """The input is not (any more) the file whose rows were scanned, or is gone."""
 
 
@@ -46,6 +46,11 @@ class InputFormat:
     def clean_paths(self, layout: RunLayout, shard: str) -> dict[str, str]:
         """Output kind → path of the shard's clean file(s)."""
         return {"clean": layout.output("clean", shard)}
+
+    def write_example(self, directory: str, rows: list[tuple[str, bytes | None, str]]) -> str:
+        """Write a small shard of this format from (key, image bytes, img2dataset status) rows; return
+        the path a scan's ``--input`` takes (the contract tests run every format on its own examples)."""
+        raise NotImplementedError
 
     def write_clean(self, info: ShardInfo, keep: set[int], dst: dict[str, str], cols: ColumnNames,
                     verify_sha256: bool) -> dict[str, dict]:

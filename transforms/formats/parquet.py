@@ -176,6 +176,15 @@ class ParquetFormat(InputFormat):
         shards = [p for p in paths if p.endswith(".parquet")]
         return shards, set(shards)
 
+    def write_example(self, directory, rows):  # noqa: D102
+        import posixpath
+
+        table = pa.table({"key": [k for k, _, _ in rows], "caption": [f"caption {k}" for k, _, _ in rows],
+                          "status": [s for _, _, s in rows], "jpg": pa.array([d for _, d, _ in rows], pa.binary())})
+        path = posixpath.join(directory, "00000.parquet")
+        pq.write_table(table, path)
+        return path
+
     def read_info(self, spec: ShardSpec, cols: ColumnNames) -> ShardInfo:  # noqa: D102
         meta = shard_metadata(spec.path)
         sha, size = self.fingerprint(spec.path)

@@ -214,6 +214,21 @@ class WebdatasetFormat(InputFormat):
     def fingerprint(self, path: str) -> tuple[str, int]:  # noqa: D102
         return fingerprint(path)
 
+    def write_example(self, directory, rows):  # noqa: D102
+        import posixpath
+
+        path = posixpath.join(directory, "00000.tar")
+        with tarfile.open(path, "w", format=tarfile.PAX_FORMAT) as tf:
+            for key, data, _ in rows:
+                for ext, payload in (("jpg", data), ("txt", f"caption {key}".encode())):
+                    if payload is not None:
+                        info = tarfile.TarInfo(f"{key}.{ext}")
+                        info.size, info.mtime = len(payload), 1700000000
+                        tf.addfile(info, io.BytesIO(payload))
+        meta = pa.table({"key": [k for k, _, _ in rows], "status": [s for _, _, s in rows]})
+        pq.write_table(meta, metadata_path(path))
+        return path
+
     def read_info(self, spec: ShardSpec, cols: ColumnNames) -> ShardInfo:  # noqa: D102
         sha, size = fingerprint(spec.path)
         tar = _Tar(spec.path)

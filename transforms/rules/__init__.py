@@ -29,6 +29,12 @@ class Rule:
     label: str = "distance"  # what a match's number is, for people: "distance" or "score"
 
     @classmethod
+    def example(cls, directory: str, table: pa.Table) -> "Rule":
+        """An instance for the contract tests, made to match some rows of ``table`` (an example
+        shard's features: hashes, url, and a 32-d ``embedding``); ``directory`` is scratch space."""
+        raise NotImplementedError
+
+    @classmethod
     def build(cls, ctx) -> list["Rule"]:
         """The rules of this class a run's resolved config asks for (``ctx``: a ``plan.RuleContext``)."""
         raise NotImplementedError

@@ -33,6 +33,15 @@ class ConceptRule(Rule):
         return dict(self.__dict__, _matcher=None)
 
     @classmethod
+    def example(cls, directory: str, table) -> "ConceptRule":  # noqa: D102
+        from shardguard.indexes.concepts import Concept, build_concept_index
+
+        emb, pos = embedding_matrix(table)
+        info = {"spec": "example", "weights_sha256": "0" * 64, "random_weights": True, "embed_dim": emb.shape[1]}
+        sc = build_concept_index([Concept("ex", 0.99, "quarantine", emb[:1], "example")], info, f"{directory}/concepts")
+        return cls(f"{directory}/concepts", sc)
+
+    @classmethod
     def build(cls, ctx) -> list[Rule]:  # noqa: D102
         return [cls(path, sc) for path, sc in ctx.concepts]
 

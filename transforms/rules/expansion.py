@@ -107,6 +107,19 @@ class KnnExpansion(Rule):
         self.max_seeds, self.max_per_row = max_seeds, max_per_row
 
     @classmethod
+    def example(cls, directory: str, table) -> "KnnExpansion":  # noqa: D102
+        from shardguard.transforms.rules.hashlists import HashListRule
+
+        return cls(0.5, "quarantine", [HashListRule.example(directory, table)], 1000, 10)
+
+    def side_example(self, tables: dict, shared) -> dict:
+        """The side value ``expand`` would compute over ``tables`` (shard → features), for the tests."""
+        for r in self.seed_rules:
+            r.setup(shared)
+        seeds = [s for shard, t in sorted(tables.items()) for s in seeds_of(t, shard, self.seed_rules)]
+        return {"count": len(seeds), "limit": self.max_seeds, "seeds": seeds}
+
+    @classmethod
     def build(cls, ctx) -> list[Rule]:  # noqa: D102
         e = ctx.cfg.expand
         if e.threshold is None:

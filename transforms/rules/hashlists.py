@@ -20,6 +20,18 @@ class HashListRule(Rule):
         return dict(self.__dict__, _matcher=None)
 
     @classmethod
+    def example(cls, directory: str, table) -> "HashListRule":  # noqa: D102
+        from shardguard.indexes.artifacts import ListSettings, build_artifact
+        from shardguard.indexes.listformats import parse_list
+
+        hashes = [h for h in column(table, "md5") if h][:2]
+        src = f"{directory}/md5.txt"
+        with open(src, "w") as f:
+            f.write("\n".join(hashes) + "\n")
+        sc = build_artifact(parse_list(src, get_hash_type("md5")), ListSettings("ex", "md5", 0, 0), f"{directory}/ex", src)
+        return cls("ex", f"{directory}/ex", sc["fingerprint"], "md5", "remove")
+
+    @classmethod
     def build(cls, ctx) -> list[Rule]:  # noqa: D102
         return [cls(r.name, r.art_dir, r.fingerprint, r.sidecar["type"], r.sidecar["action"]) for r in ctx.lists]
 

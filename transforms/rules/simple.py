@@ -20,6 +20,10 @@ class ClipScoreRule(Rule):
         self.min_score, self.action = min_score, action
 
     @classmethod
+    def example(cls, directory: str, table) -> "ClipScoreRule":  # noqa: D102
+        return cls(0.5, "remove")
+
+    @classmethod
     def build(cls, ctx) -> list[Rule]:  # noqa: D102
         clip = ctx.cfg.clip
         return [cls(clip.min_score, clip.min_score_action)] if clip.min_score is not None else []
@@ -46,6 +50,10 @@ class IntegrityRule(Rule):
 
     def __init__(self, hash_type: str, action: str):
         self.hash_type, self.action = hash_type, action
+
+    @classmethod
+    def example(cls, directory: str, table) -> "IntegrityRule":  # noqa: D102
+        return cls("sha256", "quarantine")
 
     @classmethod
     def build(cls, ctx) -> list[Rule]:  # noqa: D102

@@ -47,6 +47,16 @@ class UrlListRule(Rule):
         return dict(self.__dict__, _entries=None)
 
     @classmethod
+    def example(cls, directory: str, table) -> "UrlListRule":  # noqa: D102
+        from shardguard.indexes import fileio
+
+        urls_ = [u for u in column(table, "url") if u][:1] or ["https://example.com/x.jpg"]
+        path = f"{directory}/urls.txt"
+        with open(path, "w") as f:
+            f.write("\n".join(urls_) + "\n")
+        return cls(UrlListSpec("url", path, "ex", sha256=fileio.sha256_file(path)[0]))
+
+    @classmethod
     def build(cls, ctx) -> list[Rule]:  # noqa: D102
         return [cls(s) for s in ctx.url_lists]
 
