@@ -54,7 +54,7 @@ def plain_loop(spec_str: str, images: list[bytes], batch: int, device: str) -> t
     from PIL import Image
 
     from shardguard.indexes.models import build_model, parse_spec
-    from shardguard.transforms.torch_compat import import_open_clip
+    from shardguard.indexes.torch_compat import import_open_clip
 
     oc = import_open_clip()
     model, size, mean, std, _ = build_model(parse_spec(spec_str))
@@ -75,26 +75,20 @@ def plain_loop(spec_str: str, images: list[bytes], batch: int, device: str) -> t
 
 
 def beam_stage(spec_str: str, images: list[bytes], batch: int, device: str, extra: list[str]) -> float:
+    """The features stage of a real scan (decode once, crop, embed in fixed-shape batches, write the
+    features file) with the model, on the same images, wall seconds."""
     import tempfile
 
-    import apache_beam as beam
+    from shardguard.pipelines.scan import run
 
-    from shardguard.indexes.models import build_model, parse_spec
-    from shardguard.pipelines.options import pipeline_options
-    from shardguard.transforms.embed import ClipModelHandler
-    from shardguard.transforms.hashing import ComputeFeatures
-    from shardguard.transforms.parquet_shards import ColumnNames
-    from shardguard.transforms.read import ReadShards
-
-    spec = parse_spec(spec_str)
-    _, size, *_ = build_model(spec)
-    specs = [{"shard": f"s{i}", "path": p} for i, p in enumerate(as_shards(images))]
-    handler = ClipModelHandler(spec, device, min_batch_size=batch, max_batch_size=batch)
-    start = time.perf_counter()
-    with beam.Pipeline(options=pipeline_options(extra)) as p:
-        read = p | beam.Create(specs) | ReadShards(tempfile.mkdtemp(), "-", False, ColumnNames())
-        read["rows"] | ComputeFeatures((), 10**9, handler, size) | beam.combiners.Count.Globally()
-    return time.perf_counter() - start
+    paths = as_shards(images)
+    with tempfile.TemporaryDirectory() as out:
+        inputs = [a for p in paths for a in ("--input", p)]
+        start = time.perf_counter()
+        rc = run([*inputs, "--output", f"{out}/run", "--clip-model", spec_str, "--device", device,
+                  "--batch-size", str(batch), "--hashes", "md5", "--features-only", "--quiet", *extra])
+        assert rc == 0
+        return time.perf_counter() - start
 
 
 def cpu_feed(images: list[bytes], size: int = 224, hashes: tuple = ()) -> float:

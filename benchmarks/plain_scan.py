@@ -1,67 +1,42 @@
 """The scan without a Beam runner: the pipeline's own DoFns called in a plain loop (benchmarks only).
 
 ``scan_without_runner(argv)`` takes ``shardguard scan`` flags and does what the pipeline does —
-plan, read each shard, decode and hash in 64-row batches, match, decide, write every output and
-the summary, then the manifest — with the very same DoFn objects, one shard at a time in this
-thread. Outputs are the same as a scan's (checked by ``bench_hash_stage.py``). Timing it next to
-the real pipeline separates what Beam's runner costs (bundling, coders, the group by shard) from
-the reading and writing a scan must do whatever runs it.
+plan, read each shard, decode and hash in 64-row batches, write its features, match, decide, write
+every output and the summary, then the manifest — with the very same stage functions the DoFns
+call, one shard at a time in this thread. Outputs are the same as a scan's (checked by
+``bench_hash_stage.py``). Timing it next to the real pipeline separates what Beam's runner costs
+(bundling, coders, the shuffle of shard specs) from the reading and writing a scan must do.
 """
 from __future__ import annotations
 
-import argparse
-import time
-
-
-def _value(out):
-    """An output of a DoFn's ``process``: (tag or None, value)."""
-    from apache_beam.pvalue import TaggedOutput
-
-    return (out.tag, out.value) if isinstance(out, TaggedOutput) else (None, out)
-
 
 def scan_without_runner(argv: list[str]) -> dict:
-    """Run a scan's DoFns over every shard in a loop; return the manifest (see module doc)."""
-    from shardguard.pipelines import scan as sc
+    """Run a scan's two stages over every shard in a loop; return the manifest (see module doc)."""
+    from shardguard.pipelines.launch import claim_and_install, finish_manifest, staging_dir
     from shardguard.pipelines.plan import prepare
-    from shardguard.pipelines.runutil import prepare_output
-    from shardguard.transforms.hashing import ComputeFeaturesFn
-    from shardguard.transforms.match import MatchShardFn
-    from shardguard.transforms.parquet_shards import shard_ids
-    from shardguard.transforms.read import PlanShardFn, ReadShardRowsFn
-    from shardguard.transforms.write import WriteShardFn
+    from shardguard.pipelines.scan import plan_scan
+    from shardguard.transforms.contracts import RunLayout
+    from shardguard.transforms.features import FeatureRunner
+    from shardguard.transforms.featurestage import ensure_features
+    from shardguard.transforms.shared import SharedHandles
+    from shardguard.transforms.verdict import verdict_shard
 
-    parser = argparse.ArgumentParser()
-    sc.add_scan_flags(parser)
-    cfg = sc.config_from_args(parser.parse_args(argv))
-    started = sc._now()
-    paths = sc.expand_inputs(cfg.inputs)
-    prepare_output(cfg.output)
-    plan = prepare(cfg)
-    if plan.model_spec is not None:
-        raise ValueError("scan_without_runner: hash-only scans (no CLIP model)")
-    ids = shard_ids(paths)
-    specs = [{"shard": ids[p], "path": p, "format": sc.shard_format(p)} for p in paths]
-    plan_fn = PlanShardFn(cfg.output, plan.config_fp, cfg.force)
-    read_fn = ReadShardRowsFn(plan.columns)
-    feat_fn = ComputeFeaturesFn(plan.hashes, cfg.decode.max_pixels, None, cfg.decode.exact)
-    match_fn = MatchShardFn(*sc.match_args(plan))
-    match_fn.setup()
-    write_fn = WriteShardFn(cfg.output, sc.write_settings(plan), len(specs), time.time())
-    for spec in specs:
-        for tag, todo in map(_value, plan_fn.process(spec)):
-            if tag is not None:  # already done
-                continue
-            grouped = {"info": [], "features": [], "failed": []}
-            for tag, (shard, value) in map(_value, read_fn.process(todo)):
-                if tag is not None:  # info / failed
-                    grouped[tag].append(value)
-                    continue
-                for _, (_, feats) in map(_value, feat_fn.process((shard, value))):
-                    grouped["features"].append(feats)  # ok and dead-letter batches alike
-            for bundle in match_fn.process((todo["shard"], grouped)):
-                list(write_fn.process(bundle))
-    return sc.finish_manifest(plan, specs, started)
+    launch, cfg = plan_scan(argv)
+    with staging_dir() as staging:
+        launch.plan = prepare(cfg, RunLayout(cfg.output), staging)
+        claim_and_install(launch)
+    plan, shared = launch.plan, SharedHandles()
+    fs, vs = plan.feature_settings(), plan.verdict_settings()
+    if vs.dataset_rules or plan.model_spec is not None:
+        raise ValueError("scan_without_runner: hash-only scans (no CLIP model, no dataset rules)")
+    for e in fs.extractors:
+        e.setup(shared)
+    for r in vs.rules:
+        r.setup(shared)
+    runner = FeatureRunner(fs.extractors, fs.max_pixels, fs.exact)
+    for spec in launch.specs:
+        verdict_shard(ensure_features(spec, plan.layout, fs, runner), [], plan.layout, vs, vs.rules)
+    return finish_manifest(launch)
 
 
 def differing_outputs(a: str, b: str) -> list[str]:
