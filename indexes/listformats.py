@@ -50,6 +50,7 @@ class ListOptions:
     id_column: str | None = None
     type_column: str | None = None
     other_types: str = "error"  # or "skip"
+    url_hashes: bool = False  # a URL-hash list: url_md5 entries are its entries
 
 
 _ID_CHUNK = 1 << 20
@@ -69,7 +70,7 @@ class ParsedList:
     lines: "array" = field(default_factory=lambda: array("q"))
     stats: dict = field(default_factory=lambda: {
         "lines": 0, "entries": 0, "duplicates": 0, "skipped_blank_or_comment": 0,
-        "skipped_other_type": 0})
+        "skipped_other_type": 0, "skipped_other_signal": 0})
     fmt: str = ""
     source_sha256: str = ""
     _id_chunks: list = field(default_factory=list, repr=False)
@@ -148,6 +149,18 @@ class _HashingReader(io.RawIOBase):
         return len(data)
 
 
+# python-threatexchange signal type names (and ThreatExchange indicator types) → shardguard's hash
+# types: image hashes are applied to lists of that type ...
+SIGNAL_TYPES = {"pdq": "pdq", "photo_md5": "md5", "md5": "md5", "hash_pdq": "pdq", "hash_md5": "md5",
+                "hash_sha1": "sha1", "hash_sha256": "sha256", "sha1": "sha1", "sha256": "sha256",
+                "phash": "phash", "dhash": "dhash"}
+# ... signals of other media (video, text, URLs) can never match an image: skipped and counted
+OTHER_SIGNALS = frozenset({"video_md5", "video_tmk_pdqf", "vpdq", "tmk", "hash_tmk", "url", "uri", "url_md5",
+                           "raw_text", "trend_query", "text_tlsh", "tlsh", "hash_tlsh", "domain", "photodna",
+                           "hash_photodna", "video_pdq"})
+URL_SIGNALS = {"url_md5": "md5", "url_sha256": "sha256", "url_sha1": "sha1"}
+
+
 def _sniff(first: str) -> str:
     stripped = first.strip()
     if stripped.startswith("{"):
@@ -155,16 +168,23 @@ def _sniff(first: str) -> str:
     if "," in stripped or "\t" in stripped:
         return "csv"
     parts = stripped.split()
-    if len(parts) == 2 and parts[0].lower() in HASH_TYPES:
+    name = parts[0].lower() if parts else ""
+    if len(parts) == 2 and (name in HASH_TYPES or name in SIGNAL_TYPES or name in OTHER_SIGNALS or name in URL_SIGNALS):
         return "typed"
     return "plain"
 
 
 def _check_type(declared: HashType, given: str, opts: ListOptions, out: ParsedList) -> bool:
-    """True when the entry is of the list's type; False to skip; raise on a mismatch."""
+    """True when the entry is of the list's type; False to skip it (counted); raise on a mismatch.
+    An entry of another image hash type follows ``other_types``; a signal of other media (video,
+    text, URLs: python-threatexchange's ``video_md5``, ``url_md5``…) is always skipped and counted."""
     name = given.strip().lower()
-    if name == declared.name:
+    url_list = opts.url_hashes and URL_SIGNALS.get(name) == declared.name
+    if url_list or (not opts.url_hashes and SIGNAL_TYPES.get(name, name) == declared.name):
         return True
+    if name in OTHER_SIGNALS or name in URL_SIGNALS:
+        out.stats["skipped_other_signal"] = out.stats.get("skipped_other_signal", 0) + 1
+        return False
     if opts.other_types == "skip":
         out.stats["skipped_other_type"] += 1
         return False

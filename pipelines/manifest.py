@@ -174,7 +174,8 @@ def summary_text(manifest: dict) -> str:
     if manifest["lists"]:
         lines.append("  lists:")
         lines += [f"    {sc['name']}: {sc['type']}, {sc['entries']} entries, max distance {sc['max_distance']}"
-                  f", action {sc['action']}, fingerprint {sc['fingerprint'][:16]}" for sc in manifest["lists"]]
+                  f", action {sc['action']}, fingerprint {sc['fingerprint'][:16]}" + _skipped(sc)
+                  for sc in manifest["lists"]]
     for s in manifest["shards"]:
         if s["status"] != "ok":
             lines.append(f"  FAILED shard {s['shard']} ({s['input']['path']}): "
@@ -182,6 +183,12 @@ def summary_text(manifest: dict) -> str:
     for p in (manifest.get("health") or {}).get("problems", []):
         lines.append(f"  HEALTH CHECK FAILED: {p}")
     return "\n".join(lines)
+
+
+def _skipped(sidecar: dict) -> str:
+    counts = sidecar.get("counts") or {}
+    other = counts.get("skipped_other_type", 0) + counts.get("skipped_other_signal", 0)
+    return f" ({other} entries of other types or media skipped)" if other else ""
 
 
 def _model_lines(manifest: dict) -> list[str]:

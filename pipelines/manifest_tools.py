@@ -73,8 +73,21 @@ def diff(dir_a: str, dir_b: str) -> dict:
             "rows_only_in_b": d["newly_flagged"], "rows_only_in_a": d["restored"]}
 
 
-def _check_file(run_dir: str, rel: str, meta: dict, problems: list[str]) -> None:
+def _check_folder(run_dir: str, rel: str, meta: dict, problems: list[str], listed: set[str]) -> None:
+    """A folder output (img2dataset ``files`` layout): the digest of its listing must match."""
+    from shardguard.transforms.formats.files import list_folder, tree_digest
+
+    files = list_folder(fileio.join(run_dir, rel))
+    listed.update(f"{rel}/{name}" for name in files)
+    digest = tree_digest({n: fileio.sha256_file(p)[0] for n, p in files.items()})
+    if digest != meta["sha256"]:
+        problems.append(f"{rel}/: its files do not match the manifest's listing digest (modified, added or removed)")
+
+
+def _check_file(run_dir: str, rel: str, meta: dict, problems: list[str], listed: set[str]) -> None:
     path = fileio.join(run_dir, rel)
+    if not rel.endswith((".parquet", ".tar", ".json")):
+        return _check_folder(run_dir, rel, meta, problems, listed)
     if not fileio.exists(path):
         problems.append(f"{rel}: missing")
         return
@@ -139,7 +152,7 @@ def verify(run_dir: str) -> dict:
             problems.append(f"{spath}: differs from the manifest's copy")
         for meta in (s.get("outputs") or {}).values():
             listed.add(meta["path"])
-            _check_file(run_dir, meta["path"], meta, problems)
+            _check_file(run_dir, meta["path"], meta, problems, listed)
             checked += 1
     checked += _artifacts(run_dir, m, problems, listed)
     problems += [f"{p}: not part of this run (left by another run, or added by hand)"

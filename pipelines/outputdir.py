@@ -69,13 +69,13 @@ def _owner(layout: RunLayout) -> dict | None:
 
 
 def stale_shards(layout: RunLayout, shard_ids: set[str]) -> list[str]:
-    """Output files of shards that are not in this run."""
+    """Output files of shards that are not in this run (folder outputs' files included)."""
     out = []
-    for kind in _PER_SHARD:
-        for path in _list(fileio.join(layout.root, kind, "*")):
-            name = _basename(path)
-            if not _TMP.match(name) and _shard_of(name) not in shard_ids:
-                out.append(path)
+    for path in existing_files(layout):
+        parts = layout.rel(path).split("/")
+        if len(parts) >= 2 and parts[0] in _PER_SHARD and not _TMP.match(parts[-1]) \
+                and _shard_of(parts[1]) not in shard_ids:
+            out.append(path)
     return out
 
 

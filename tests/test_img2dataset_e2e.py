@@ -1,5 +1,5 @@
 """End to end with img2dataset itself: download from a loopback server (known-bad images, images
-replaced after the metadata's hashes were taken, 404s), in parquet and webdataset form, then scan.
+replaced after the metadata's hashes were taken, 404s), in parquet, webdataset and files form, then scan.
 
 img2dataset spawns worker processes and checks for albumentations updates online: the environment
 variable below stops the check, and everything runs inside functions (spawn re-imports ``__main__``).
@@ -45,7 +45,7 @@ def downloaded(tmp_path_factory):
                          "caption": [f"image {i}" for i in range(N)],
                          "ref_sha256": [refs[i] for i in range(N)]})
         pq.write_table(meta, d / "meta.parquet")
-        for fmt in ("parquet", "webdataset"):
+        for fmt in ("parquet", "webdataset", "files"):
             img2dataset.download(
                 url_list=str(d / "meta.parquet"), input_format="parquet", url_col="url", caption_col="caption",
                 output_format=fmt, output_folder=str(d / fmt), processes_count=1, thread_count=4,
@@ -57,7 +57,7 @@ def downloaded(tmp_path_factory):
 
 def _scan(d, fmt):
     out = d / f"scan_{fmt}"
-    pattern = "*.parquet" if fmt == "parquet" else "*"
+    pattern = "*.parquet" if fmt in ("parquet", "files") else "*"
     rc = run_scan(["--input", str(d / fmt / pattern), "--output", str(out),
                    "--hash-list", f"pdq={d / 'bad_pdq.txt'}", "--integrity-column", "ref_sha256"])
     assert rc == 0
@@ -77,16 +77,34 @@ def _decisions(out):
     return dec
 
 
-def test_parquet_and_webdataset_scans_agree_and_catch_everything(downloaded):
+def test_parquet_webdataset_and_files_scans_agree_and_catch_everything(downloaded):
     d, bad, poisoned, missing = downloaded
-    results = {fmt: _decisions(_scan(d, fmt)) for fmt in ("parquet", "webdataset")}
-    assert results["parquet"] == results["webdataset"]
+    results = {fmt: _decisions(_scan(d, fmt)) for fmt in ("parquet", "webdataset", "files")}
+    assert results["parquet"] == results["webdataset"] == results["files"]
     dec = results["parquet"]
     assert {i for i in range(N) if dec.get(i) == ["hashlist:bad_pdq"]} == bad
     assert {i for i in range(N) if dec.get(i) == ["integrity-mismatch"]} == poisoned
     assert {i for i in range(N) if dec.get(i) == ["status_failed_to_download"]} == missing
     assert set(dec) == bad | poisoned | missing
-    for fmt in ("parquet", "webdataset"):
+    for fmt in ("parquet", "webdataset", "files"):
         m = json.loads((d / f"scan_{fmt}" / "manifest.json").read_text())
         c = m["totals"]["counts"]
         assert c["rows_in"] == N and c["kept"] == N - len(bad | poisoned | missing)
+        assert {s["input"]["format"] for s in m["shards"]} == {fmt}
+
+
+def test_files_layout_clean_copy_is_the_kept_files_and_verifies(downloaded):
+    from shardguard.pipelines.cli import main as cli
+
+    d, bad, poisoned, missing = downloaded
+    out = d / "scan_files"
+    assert cli(["manifest", "verify", str(out)]) == 0
+    for meta in sorted((d / "files").glob("*.parquet")):
+        kept = pq.read_table(out / "clean" / meta.name).column("key").to_pylist()
+        files = sorted(p.name for p in (out / "clean" / meta.stem).iterdir())
+        assert sorted(f.split(".")[0] for f in files if f.endswith(".jpg")) == sorted(kept)
+        for f in files:
+            assert (out / "clean" / meta.stem / f).read_bytes() == (d / "files" / meta.stem / f).read_bytes()
+    victim = next((out / "clean").glob("*/*.jpg"))
+    victim.write_bytes(b"tampered")
+    assert cli(["manifest", "verify", str(out)]) == 1

@@ -93,3 +93,18 @@ def test_jsonl_and_named_hash_column(tmp_path):
 def test_missing_file_names_the_file(tmp_path):
     with pytest.raises(ListFormatError, match="cannot open"):
         parse_list(str(tmp_path / "nope.txt"), PDQ)
+
+
+def test_threatexchange_signal_types_are_recognised(tmp_path):
+    """python-threatexchange typed files mix signal types: image hashes of the list's type are
+    applied (photo_md5 is md5), other media (video_md5, url_md5, raw_text…) are skipped and counted."""
+    md5 = "0123456789abcdef0123456789abcdef"
+    p = tmp_path / "te.txt"
+    p.write_text(f"video_md5 {md5[::-1]}\nphoto_md5 {md5}\nurl_md5 {md5[:31]}f\nraw_text hello\npdq {'0' * 64}\n")
+    parsed = parse_list(str(p), HASH_TYPES["md5"], ListOptions(other_types="skip"))
+    assert parsed.stats["entries"] == 1 and parsed.stats["skipped_other_signal"] == 3
+    assert parsed.stats["skipped_other_type"] == 1  # a pdq entry: an image hash of another type
+    with pytest.raises(ListFormatError, match=":5: entry type 'pdq' does not match"):
+        parse_list(str(p), HASH_TYPES["md5"])  # other image types follow other_types (default error)
+    urls = parse_list(str(p), HASH_TYPES["md5"], ListOptions(other_types="skip", url_hashes=True))
+    assert urls.stats["entries"] == 1 and urls.code_array()[0].tobytes().hex() == md5[:31] + "f"

@@ -84,7 +84,7 @@ class FeatureRunner:
     def _one(self, row: dict) -> dict:
         if "missing_image_column" in row:
             return self.error_record(row, "input", "missing_column",
-                                     f"shard has no image column {row['missing_image_column']!r}")
+                                     f"shard has no image column {row['missing_image_column']}")
         if row.get("member_error"):
             return self.error_record(row, "input", *row["member_error"])
         status = row.get("status")

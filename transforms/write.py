@@ -113,7 +113,10 @@ def write_failed(layout: RunLayout, base: dict, failure: FailureRecord) -> dict:
     shard = base["shard"]
     stale = [layout.output(k, shard) for k in ("clean", "removed", "review", "errors", "tagged", "features")]
     stale += [layout.output("clean", shard, "tar"), layout.features_marker(shard)]
-    present = [p for p in stale if fileio.exists(p)]
+    from shardguard.transforms.formats.files import list_folder
+
+    present = [p for p in stale if fileio.exists(p) and p.endswith((".parquet", ".tar", ".json"))]
+    present += list(list_folder(fileio.join(layout.root, "clean", shard)).values())
     if present:
         FileSystems.delete(present)
     summary = dict(base, status="failed", failure=failure.as_dict(), counts=None, outputs={})

@@ -96,10 +96,11 @@ def resolve_columns(cols: ColumnNames, names) -> ColumnNames:
 
 
 def _registry() -> dict[str, InputFormat]:
+    from shardguard.transforms.formats.files import FilesFormat
     from shardguard.transforms.formats.parquet import ParquetFormat
     from shardguard.transforms.formats.webdataset import WebdatasetFormat
 
-    return {f.name: f for f in (WebdatasetFormat(), ParquetFormat())}
+    return {f.name: f for f in (WebdatasetFormat(), FilesFormat(), ParquetFormat())}
 
 
 FORMATS: dict[str, InputFormat] = {}

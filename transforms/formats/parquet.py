@@ -50,11 +50,43 @@ def shard_metadata(path: str) -> dict:
     return meta
 
 
+def image_struct_columns(schema: pa.Schema) -> list[str]:
+    """Columns holding Hugging Face ``Image`` values: a struct with a binary ``bytes`` field."""
+    out = []
+    for f in schema:
+        i = f.type.get_field_index("bytes") if pa.types.is_struct(f.type) else -1
+        if i >= 0 and (pa.types.is_binary(f.type.field(i).type) or pa.types.is_large_binary(f.type.field(i).type)):
+            out.append(f.name)
+    return out
+
+
+def image_column(cols: ColumnNames, schema: pa.Schema) -> ColumnNames:
+    """The image column as the shard has it: the configured one, else (Hugging Face datasets name it
+    ``image``) the shard's one ``Image`` struct column."""
+    import dataclasses
+
+    structs = image_struct_columns(schema)
+    if cols.image not in schema.names and len(structs) == 1:
+        return dataclasses.replace(cols, image=structs[0])
+    return cols
+
+
+def _image_value(value):
+    """Bytes of an image cell; a Hugging Face ``Image`` struct gives its ``bytes`` (a path alone cannot
+    be scanned: the row errors, ``path_only``)."""
+    if isinstance(value, dict):
+        if value.get("bytes") is None and value.get("path"):
+            return None, ("path_only", f"the image is only a path ({str(value['path'])[:80]!r}), not bytes in "
+                                       "the shard; embed the images (datasets' embed_external_files) to scan them")
+        return value.get("bytes"), None
+    return value, None
+
+
 def iter_rows(path: str, shard: str, cols: ColumnNames):
     """One dict per input row: row, key, key_derived, url, caption, status, image (see InputFormat)."""
     with open_parquet(path) as pf:
         names = set(pf.schema_arrow.names)
-        cols = resolve_columns(cols, names)
+        cols = image_column(resolve_columns(cols, names), pf.schema_arrow)
         raw_keys = (to_pylist(pf.read(columns=[cols.key], use_threads=False).column(0)) if cols.key in names
                     else [None] * pf.metadata.num_rows)
         keys = derive_keys(raw_keys, shard)
@@ -72,13 +104,15 @@ def iter_rows(path: str, shard: str, cols: ColumnNames):
 
 
 def _row(row: int, key: tuple[str, bool], values: dict, cols: ColumnNames, names: set) -> dict:
+    image, problem = _image_value(values.get(cols.image))
     out = {"row": row, "key": key[0], "key_derived": key[1], "url": values.get(cols.url),
-           "caption": values.get(cols.caption), "status": values.get(cols.status),
-           "image": values.get(cols.image)}
+           "caption": values.get(cols.caption), "status": values.get(cols.status), "image": image}
+    if problem:
+        out["member_error"] = problem
     if cols.integrity:
         out["integrity_ref"] = values.get(cols.integrity)
     if cols.image not in names:
-        out["missing_image_column"] = cols.image
+        out["missing_image_column"] = f"{cols.image!r} (columns: {', '.join(sorted(names))[:300]})"
     return out
 
 

@@ -96,9 +96,8 @@ class _Tar:
         self.raw.close()
 
 
-def read_metadata(tar_path: str, cols: ColumnNames) -> list[dict] | None:
+def read_metadata(meta: str, cols: ColumnNames) -> list[dict] | None:
     """Metadata rows (without any image column), or None when there is no metadata parquet."""
-    meta = metadata_path(tar_path)
     if not fileio.exists(meta):
         return None
     table = read_table(meta)
@@ -108,9 +107,10 @@ def read_metadata(tar_path: str, cols: ColumnNames) -> list[dict] | None:
     return [dict(zip(values, row)) for row in zip(*values.values())]
 
 
-def plan_rows(tar_path: str, shard: str, cols: ColumnNames, idx: TarIndex) -> list[dict]:
-    """One row dict per input row (no image yet), with key, key_derived and the tar key it maps to."""
-    meta = read_metadata(tar_path, cols)
+def plan_rows(meta_path: str, shard: str, cols: ColumnNames, idx) -> list[dict]:
+    """One row dict per input row (no image yet), with key, key_derived and the member key it maps
+    to: the metadata's rows, then keys of ``idx`` (a TarIndex, or a folder's) the metadata lacks."""
+    meta = read_metadata(meta_path, cols)
     rows: list[dict] = []
     if meta:
         cols = resolve_columns(cols, list(meta[0]))
@@ -187,14 +187,14 @@ def _write_tar(tar: _Tar, idx: TarIndex, keep_keys: set[str], dst: str, verify) 
     return sink.sha.hexdigest()
 
 
-def _write_metadata(tar_path: str, dst_tar: str, keep_rows: set[int], n_rows: int) -> dict:
-    table = read_table(metadata_path(tar_path))
+def write_metadata(src: str, dst: str, keep_rows: set[int], n_rows: int) -> dict:
+    """The metadata parquet's kept rows (schema and values as they are), written atomically."""
+    table = read_table(src)
     n_meta = min(table.num_rows, n_rows)
     mask = pa.array([i in keep_rows for i in range(n_meta)])
     buf = io.BytesIO()
     pq.write_table(table.slice(0, n_meta).filter(mask), buf)
-    return {"sha256": fileio.write_atomic(dst_tar[: -len(".tar")] + ".parquet", buf.getvalue()),
-            "rows": int(pa.compute.sum(mask).as_py() or 0)}
+    return {"sha256": fileio.write_atomic(dst, buf.getvalue()), "rows": int(pa.compute.sum(mask).as_py() or 0)}
 
 
 class WebdatasetFormat(InputFormat):
@@ -233,7 +233,7 @@ class WebdatasetFormat(InputFormat):
         sha, size = fingerprint(spec.path)
         tar = _Tar(spec.path)
         try:
-            n = len(plan_rows(spec.path, spec.shard, cols, index_tar(tar.tf)))
+            n = len(plan_rows(metadata_path(spec.path), spec.shard, cols, index_tar(tar.tf)))
         finally:
             tar.close()
         return ShardInfo(shard=spec.shard, path=spec.path, format=self.name, num_rows=n, sha256=sha, size=size)
@@ -242,7 +242,7 @@ class WebdatasetFormat(InputFormat):
         tar = _Tar(info.path)
         try:
             idx = index_tar(tar.tf)
-            planned = plan_rows(info.path, info.shard, cols, idx)
+            planned = plan_rows(metadata_path(info.path), info.shard, cols, idx)
         except BaseException:
             tar.close()
             raise
@@ -263,12 +263,12 @@ class WebdatasetFormat(InputFormat):
         tar = _Tar(info.path)
         try:
             idx = index_tar(tar.tf)
-            rows = plan_rows(info.path, info.shard, cols, idx)
+            rows = plan_rows(metadata_path(info.path), info.shard, cols, idx)
             keep_keys = {r["tar_key"] for r in rows if r["row"] in keep and r["tar_key"] not in idx.bad}
             out = {"clean": {"sha256": _write_tar(tar, idx, keep_keys, dst["clean"], verify),
                              "rows": sum(1 for r in rows if r["row"] in keep)}}
         finally:
             tar.close()
         if fileio.exists(metadata_path(info.path)):
-            out["clean_metadata"] = _write_metadata(info.path, dst["clean"], keep, len(rows))
+            out["clean_metadata"] = write_metadata(metadata_path(info.path), dst["clean_metadata"], keep, len(rows))
         return out

@@ -27,9 +27,9 @@ def load_url_list(spec: UrlListSpec) -> set[str]:
     if spec.kind == "domain":
         return urls.read_domain_list(spec.path)
     from shardguard.indexes.hashtypes import get_hash_type
-    from shardguard.indexes.listformats import parse_list
+    from shardguard.indexes.listformats import ListOptions, parse_list
 
-    parsed = parse_list(spec.path, get_hash_type(spec.hash_type))
+    parsed = parse_list(spec.path, get_hash_type(spec.hash_type), ListOptions(url_hashes=True))
     n = parsed.hash_type.nbytes
     return {bytes(parsed.codes[i:i + n]).hex() for i in range(0, len(parsed.codes), n)}
 
