@@ -51,7 +51,8 @@ def concepts_build(argv) -> int:
     from shardguard.transforms.embed import LoadedClip
 
     p = StrictParser(prog="shardguard concepts build", description="build a CLIP concept index")
-    p.add_argument("--model", required=True, help="CLIP model spec (the scan must use the same)")
+    p.add_argument("--model", required=True, help="CLIP model spec (the scan must use the same), or "
+                                                  "supplied:NAME for vectors of a declared model (with --embeddings)")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--prompts", help="YAML: concepts: [{name, prompts, threshold, action}]")
     src.add_argument("--exemplars", help="folder with one sub-folder of images per concept")
@@ -66,6 +67,14 @@ def concepts_build(argv) -> int:
         p.error("--threshold is required with --exemplars/--embeddings")
     if a.embeddings and not a.name:
         p.error("--name is required with --embeddings")
+    if a.model.startswith("supplied:"):  # vectors of a declared model (a scan with --embeddings-model)
+        if not a.embeddings:
+            p.error("--model supplied:NAME builds from --embeddings only (no model is loaded)")
+        from shardguard.pipelines.embeddings import declared_model_info
+
+        concepts = cs.from_embeddings(a.embeddings, a.name, a.threshold, a.action)
+        info = declared_model_info(a.model, concepts[0].vectors.shape[1])
+        return _built(build_concept_index(concepts, info, a.output))
     model = LoadedClip(parse_spec(a.model), a.device, 32)
     if a.prompts:
         concepts = cs.from_prompts(a.prompts, model)
@@ -73,7 +82,10 @@ def concepts_build(argv) -> int:
         concepts = cs.from_exemplars(a.exemplars, model, a.threshold, a.action)
     else:
         concepts = cs.from_embeddings(a.embeddings, a.name, a.threshold, a.action)
-    sidecar = build_concept_index(concepts, model.info, a.output)
+    return _built(build_concept_index(concepts, model.info, a.output))
+
+
+def _built(sidecar: dict) -> int:
     print(json.dumps({"concepts": sidecar["concepts"], "dim": sidecar["dim"],
                       "fingerprint": sidecar["fingerprint"]}, indent=2))
     return 0

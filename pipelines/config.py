@@ -182,6 +182,30 @@ class IntegrityConfig:
 
 
 @dataclass(frozen=True)
+class EmbeddingsConfig:
+    """Embeddings the user already has (clip-retrieval's layout), instead of a CLIP model."""
+
+    files: str | None = None  # img_emb/*.npy, or parquet files with the vectors in ``column``
+    metadata: str | None = None  # metadata/*.parquet, row-aligned with the .npy files
+    model: str | None = None  # the model that made them, as the user declares it
+    key_column: str = "key"  # joins embeddings to the dataset's rows
+    column: str = "embedding"  # the vector column of parquet embedding files
+
+    def problems(self):
+        """(key, message) for every invalid field."""
+        out = [(k, f"{k} must be a path pattern") for k in ("files", "metadata")
+               if getattr(self, k) is not None and (not isinstance(getattr(self, k), str) or not getattr(self, k))]
+        if self.files and not (isinstance(self.model, str) and self.model.strip()):
+            out.append(("model", "supplied embeddings need the model that made them (--embeddings-model NAME)"))
+        if self.metadata and not self.files:
+            out.append(("metadata", "embeddings metadata without embeddings files (--embeddings)"))
+        for k in ("key_column", "column"):
+            if not isinstance(getattr(self, k), str) or not getattr(self, k):
+                out.append((k, f"{k} must be a column name"))
+        return out
+
+
+@dataclass(frozen=True)
 class ScanConfig:
     """Everything a scan needs besides Beam's own pipeline options."""
 
@@ -195,12 +219,13 @@ class ScanConfig:
     concepts: tuple[str, ...] = ()
     expand: ExpandConfig = field(default_factory=ExpandConfig)
     integrity: IntegrityConfig = field(default_factory=IntegrityConfig)
+    embeddings: EmbeddingsConfig = field(default_factory=EmbeddingsConfig)
     redact_urls: bool = False  # removal/review records carry "sha256:<16 hex>" instead of the URL
     force: bool = False
     features_only: bool = False  # no rule at all, on purpose: only features are wanted
 
     SECTIONS = {"columns": ColumnNames, "decode": DecodeConfig, "clip": ClipConfig, "expand": ExpandConfig,
-                "integrity": IntegrityConfig}
+                "integrity": IntegrityConfig, "embeddings": EmbeddingsConfig}
     TUPLES = ("inputs", "hashes", "concepts")
 
     def problems(self):
@@ -217,6 +242,8 @@ class ScanConfig:
         for k in ("force", "redact_urls", "features_only"):
             if not isinstance(getattr(self, k), bool):
                 out.append((k, f"{k} must be true or false"))
+        if self.embeddings.files and self.clip.model:
+            out.append(("embeddings", "give either a CLIP model or supplied embeddings, not both"))
         return out
 
     def to_dict(self) -> dict:

@@ -39,6 +39,11 @@ FLAGS = (
     ("--integrity-column", ("integrity", "column"), "column with a reference content hash of the stored bytes"),
     ("--integrity-type", ("integrity", "type"), "that column's hash type: md5, sha1 or sha256 (default)"),
     ("--features-only", ("features_only",), "compute and store features with no list or rule (else refused)"),
+    ("--embeddings", ("embeddings", "files"), "embeddings you already have: 'img_emb/*.npy' (clip-retrieval) "
+                                              "or parquet files with a vector column, instead of a CLIP model"),
+    ("--embeddings-metadata", ("embeddings", "metadata"), "metadata parquet files row-aligned with the .npy files"),
+    ("--embeddings-model", ("embeddings", "model"), "the model that made the supplied embeddings (recorded)"),
+    ("--embeddings-key-column", ("embeddings", "key_column"), "column joining embeddings to rows (default key)"),
 )
 _BOOL = {"--exact-decode", "--force", "--redact-urls", "--features-only"}
 _REPEAT = {"--input", "--hash-list", "--concepts"}

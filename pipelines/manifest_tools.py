@@ -111,6 +111,8 @@ def _artifacts(run_dir: str, m: dict, problems: list[str], listed: set[str]) -> 
     layout, checked = RunLayout(run_dir), 0
     arts = [(f"list {x['name']}", x["path"], x["files"]) for x in m["lists"]]
     arts += [(f"concept index {c['path']}", c["path"], c["files"]) for c in m.get("concepts") or []]
+    if m.get("embeddings"):
+        arts.append(("supplied embeddings index", m["embeddings"]["path"], m["embeddings"]["files"]))
     for what, rel, files in arts:
         base = layout.abs(rel)
         listed.add(layout.rel(fileio.join(base, "sidecar.json")))

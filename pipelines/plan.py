@@ -60,6 +60,7 @@ class RunPlan:
     url_lists: list = field(default_factory=list)
     url_sidecars: list = field(default_factory=list)
     metadata_only: bool = False  # a pre-filter: rows are URLs, no image is read
+    supplied: object | None = None  # pipelines.embeddings.EmbeddingSet, when the user gave embeddings
 
     @property
     def config_fp(self) -> str:
@@ -84,6 +85,28 @@ class RunPlan:
         self.concepts = concepts.install(self.concepts, self.layout)
         self.url_lists = lists.install_url_lists(self.url_lists, self.layout)
         self.rules = self.build_rules()
+        if self.supplied is not None:
+            self._install_embeddings()
+
+    def _install_embeddings(self) -> None:
+        """The key index of the supplied embeddings goes into the run (workers read it there)."""
+        from shardguard.transforms.extractors.supplied import SuppliedEmbeddings
+
+        dst = fileio.join(self.layout.root, "embeddings")
+        fileio.ensure_dir(dst)
+        for name in ("index.parquet", "files.json"):
+            src = fileio.join(self.supplied.index_dir, name)
+            fileio.copy_verified(src, fileio.join(dst, name), fileio.sha256_file(src)[0])
+        self.supplied = dataclasses.replace(self.supplied, index_dir=dst)
+        self.extractors = tuple(SuppliedEmbeddings(e.column, dst, e.dim, e.fp) if isinstance(e, SuppliedEmbeddings)
+                                else e for e in self.extractors)
+
+    def _embeddings_record(self) -> dict:
+        """What the manifest records about supplied embeddings (``manifest verify`` checks its files)."""
+        s = self.supplied
+        files = {n: fileio.sha256_file(fileio.join(s.index_dir, n))[0] for n in ("index.parquet", "files.json")}
+        return {"path": self.layout.rel(s.index_dir), "model": s.model, "dim": s.dim, "fingerprint": s.fingerprint,
+                "vectors": list(s.vectors), "files": files}
 
     def list_records(self) -> list[dict]:
         """What the manifest records about every list (sidecars, never entries), path relative to the run."""
@@ -114,6 +137,7 @@ class RunPlan:
                              "columns": [f.name for e in ex.ordered(self.extractors) for f in e.columns()]},
                 "concepts": [dict(sc, path=self.layout.rel(path)) for path, sc in self.concepts],
                 "rules": sorted({k for r in self.rules for k in r.kinds}),
+                **({"embeddings": self._embeddings_record()} if self.supplied is not None else {}),
                 "verdict_fingerprint": self.verdict_fp}
 
 
@@ -136,13 +160,18 @@ def hashes_for(cfg: ScanConfig, lists) -> tuple[str, ...]:
     return tuple(n for n in HASH_TYPES if n in wanted)
 
 
-def extractors_for(cfg: ScanConfig, hashes, spec, info, size) -> tuple:
+def extractors_for(cfg: ScanConfig, hashes, spec, info, size, supplied=None) -> tuple:
     """The run's feature extractors (the always-present ones are added by the registry)."""
     from shardguard.transforms.extractors.clip import ClipExtractor
     from shardguard.transforms.extractors.hashes import HashExtractor
+    from shardguard.transforms.extractors.supplied import SuppliedEmbeddings
 
     out = [HashExtractor(hashes, cfg.decode.exact)]
-    if info is not None:
+    if supplied is not None:
+        out.append(SuppliedEmbeddings(supplied.column, supplied.index_dir, supplied.dim, supplied.fingerprint))
+    elif info is not None and info.get("supplied"):
+        out.append(SuppliedEmbeddings(dim=info["embed_dim"]))  # a re-filter of a run that had them
+    elif info is not None:
         out.append(ClipExtractor(spec, cfg.clip.device, cfg.clip.batch_size, size or 224, info["embed_dim"],
                                  cfg.clip.large_model))
     return tuple(ex.ordered(out))
@@ -185,22 +214,29 @@ def computed_columns(extractors) -> set[str]:
     return {f.name for f in BASE_FIELDS} | {c for e in extractors for c in e.computed()}
 
 
-def _features(cfg: ScanConfig, lists, parent_features: dict | None, metadata_only: bool = False):
-    """(model spec, model info, hashes, extractors, computed columns) of a scan or a re-filter."""
+def _features(cfg: ScanConfig, lists, parent_features: dict | None, metadata_only: bool = False,
+              staging: str = ""):
+    """(model spec, model info, hashes, extractors, computed columns, supplied embeddings) of a run."""
     if metadata_only:  # a pre-filter: rows are URLs
         extractors = tuple(ex.ordered([]))
-        return None, None, (), extractors, computed_columns([])
+        return None, None, (), extractors, computed_columns([]), None
     if parent_features is not None:  # a re-filter: the parent's features, no model loaded
         info = parent_features.get("model")
         hashes = tuple(parent_features["hashes"])
         extractors = extractors_for(cfg, hashes, None, info, None)
-        return None, info, hashes, extractors, set(parent_features.get("computed") or computed_columns(extractors))
-    spec = info = size = None
+        have = set(parent_features.get("computed") or computed_columns(extractors))
+        return None, info, hashes, extractors, have, None
+    spec = info = size = supplied = None
     if cfg.clip.model:
         spec, info, size = _load_model(cfg)
+    elif cfg.embeddings.files:
+        from shardguard.pipelines.embeddings import resolve
+
+        supplied = resolve(cfg, staging)
+        info = supplied.model_info()
     hashes = hashes_for(cfg, lists)
-    extractors = extractors_for(cfg, hashes, spec, info, size)
-    return spec, info, hashes, extractors, computed_columns(extractors)
+    extractors = extractors_for(cfg, hashes, spec, info, size, supplied)
+    return spec, info, hashes, extractors, computed_columns(extractors), supplied
 
 
 def _scan_hint(feature: str) -> str:
@@ -218,11 +254,11 @@ def prepare(cfg: ScanConfig, layout: RunLayout, staging: str, parent_features: d
     from shardguard.pipelines.concepts import resolve_concepts
 
     lists = resolve_lists(cfg.lists, staging)
-    spec, info, hashes, extractors, have = _features(cfg, lists, parent_features, metadata_only)
+    spec, info, hashes, extractors, have, supplied = _features(cfg, lists, parent_features, metadata_only, staging)
     concepts = resolve_concepts(cfg.concepts, info)
     plan = RunPlan(cfg=cfg, layout=layout, lists=lists, hashes=hashes, extractors=extractors,
                    model_spec=spec, model_info=info, concepts=concepts, url_lists=list(url_lists),
-                   metadata_only=metadata_only)
+                   metadata_only=metadata_only, supplied=supplied)
     plan.rules = rules = plan.build_rules()
     check_rules(cfg, rules, have, missing_hint or _scan_hint)
     plan.features_fp = parent_features["fingerprint"] if parent_features is not None \

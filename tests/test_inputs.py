@@ -7,8 +7,8 @@ import json
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-
 from conftest import run_scan
+
 from shardguard.pipelines.sample_data import encode, make_image
 
 

@@ -78,8 +78,9 @@ def _registry() -> list[type]:
     from shardguard.transforms.extractors.basic import ImageInfo, IntegrityRef
     from shardguard.transforms.extractors.clip import ClipExtractor
     from shardguard.transforms.extractors.hashes import HashExtractor
+    from shardguard.transforms.extractors.supplied import SuppliedEmbeddings
 
-    return [HashExtractor, ImageInfo, IntegrityRef, ClipExtractor]
+    return [HashExtractor, ImageInfo, IntegrityRef, ClipExtractor, SuppliedEmbeddings]
 
 
 REGISTRY: list[type] = []
