@@ -114,7 +114,6 @@ class ClipConfig:
     model: str | None = None
     weights_sha256: str | None = None  # pin: the run stops unless the loaded weights have this sha256
     device: str = "auto"
-    min_batch_size: int = 8
     batch_size: int = 32
     large_model: bool = False
     min_score: float | None = None
@@ -127,12 +126,9 @@ class ClipConfig:
             out.append(("model", f"model must be a model spec string, got {self.model!r}"))
         if not _device(self.device):
             out.append(("device", f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}"))
-        for k in ("min_batch_size", "batch_size"):
-            v = getattr(self, k)
-            if not is_int(v) or not 1 <= v <= 65536:
-                out.append((k, f"{k} must be an integer in 1..65536 (usual: 256 on a GPU), got {v!r}"))
-        if not out and self.min_batch_size > self.batch_size:
-            out.append(("min_batch_size", "min_batch_size exceeds batch_size"))
+        if not is_int(self.batch_size) or not 1 <= self.batch_size <= 65536:
+            out.append(("batch_size", f"batch_size must be an integer in 1..65536 (usual: 256 on a GPU), "
+                                      f"got {self.batch_size!r}"))
         if not isinstance(self.large_model, bool):
             out.append(("large_model", "large_model must be true or false"))
         if self.min_score is not None and (not is_num(self.min_score) or not 0 <= self.min_score < 1):

@@ -99,10 +99,13 @@ def check_accounting(manifest: dict) -> list[str]:
             problems.append(f"shard {s['shard']}: rows_in {c['rows_in']} != kept+removed+quarantined+errored")
         if s["input"].get("rows") is not None and c["rows_in"] != s["input"]["rows"]:
             problems.append(f"shard {s['shard']}: {c['rows_in']} rows accounted, input has {s['input']['rows']}")
-        if s["outputs"]["clean"]["rows"] != c["kept"]:
-            problems.append(f"shard {s['shard']}: clean shard has {s['outputs']['clean']['rows']} rows, "
-                            f"{c['kept']} kept")
-        if s["outputs"]["removed"]["rows"] != c["removed"] or s["outputs"]["review"]["rows"] != c["quarantined"]:
+        out = s.get("outputs") or {}
+        if not all(k in out for k in ("clean", "removed", "review")):
+            problems.append(f"shard {s['shard']}: its summary records no clean/removed/review outputs")
+            continue
+        if out["clean"]["rows"] != c["kept"]:
+            problems.append(f"shard {s['shard']}: clean shard has {out['clean']['rows']} rows, {c['kept']} kept")
+        if out["removed"]["rows"] != c["removed"] or out["review"]["rows"] != c["quarantined"]:
             problems.append(f"shard {s['shard']}: removal/review records do not match the counts")
     expect = totals(manifest["shards"])["counts"]
     if manifest["totals"]["counts"] != expect:

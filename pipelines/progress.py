@@ -3,12 +3,14 @@
 Every shard writes ``features/<shard>.json`` when its features exist and ``shards/<shard>.json`` (its
 summary) when it is done, so a launcher-side thread that lists those two folders knows how far the
 run is on any local runner, ``multi_processing`` included, without touching the pipeline. On a
-terminal it is one updating line; otherwise (CI, logs) a plain line every ``LOG_EVERY`` seconds.
+terminal it is one updating line; otherwise (CI, logs) a plain line every ``LOG_EVERY`` seconds
+(``SHARDGUARD_PROGRESS_SECONDS`` overrides the interval).
 Shards whose summary was already there at launch (a resumed run) count as done from the start.
 """
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 import threading
 import time
@@ -57,7 +59,7 @@ class Progress:
         return False
 
     def _loop(self) -> None:
-        every = TTY_EVERY if self._tty else LOG_EVERY
+        every = float(os.environ.get("SHARDGUARD_PROGRESS_SECONDS") or (TTY_EVERY if self._tty else LOG_EVERY))
         while not self._stop.wait(every):
             self._print(final=False)
 
@@ -92,8 +94,8 @@ class Progress:
         text = self.line()
         if self._tty:
             end = "\n" if final else ""
-            self._out.write("\r" + text.ljust(min(len(text) + 2, os.get_terminal_size().columns
-                                                  if self._tty else 200)) + end)
+            width = shutil.get_terminal_size((200, 20)).columns
+            self._out.write("\r" + text[: width - 1].ljust(width - 1) + end)
         else:
             self._out.write(text + "\n")
         self._out.flush()

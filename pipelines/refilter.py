@@ -102,9 +102,14 @@ def _concepts(parent: dict, parent_dir: str, args) -> list[str]:
     return keep + list(args.concepts)
 
 
+_DROPPED = {"clip": ("min_batch_size",)}  # keys earlier versions recorded that no longer mean anything
+
+
 def child_config(parent: dict, args):
     """The parent's config with the list and concept changes, the new output and the rule flags."""
-    data = dict(parent["config"], output=args.output, lists=_lists(parent, args.parent, args),
+    config = {k: ({kk: vv for kk, vv in v.items() if kk not in _DROPPED.get(k, ())} if isinstance(v, dict) else v)
+              for k, v in parent["config"].items()}
+    data = dict(config, output=args.output, lists=_lists(parent, args.parent, args),
                 concepts=_concepts(parent, args.parent, args), force=bool(args.force),
                 features_only=bool(args.features_only))
     if args.expand_threshold is not None:
