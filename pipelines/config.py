@@ -201,6 +201,70 @@ class EmbeddingsConfig:
         return out
 
 
+DEDUP_KINDS = ("exact", "perceptual", "semantic")
+DEDUP_DISTANCE = {"pdq": 16, "phash": 4, "dhash": 4}  # default near-duplicate thresholds
+
+
+@dataclass(frozen=True)
+class DedupConfig:
+    """Dedup inside the dataset: which kinds, their thresholds, and what happens to duplicates."""
+
+    kinds: tuple[str, ...] = ()
+    action: str = "remove"  # for rows that duplicate a representative
+    caption_conflicts: str | None = "tag"  # action for clusters whose captions differ; null: off
+    exact_hash: str = "sha256"  # or md5 / sha1: the digest of the stored bytes
+    perceptual_hash: str = "pdq"  # or phash / dhash
+    perceptual_max_distance: int | None = None  # default: pdq 16, phash/dhash 4
+    perceptual_min_quality: int = 50  # PDQ quality below which a row is not compared (flat images collide)
+    semantic_threshold: float = 0.95  # embedding cosine
+    rows_per_cluster: int = 2000  # semantic k-means: rows per cluster compared pairwise
+    max_group: int = 50_000  # rows of one bucket or cluster compared pairwise; more fails the run loudly
+
+    def problems(self):
+        """(key, message) for every invalid field."""
+        from shardguard.indexes.hashtypes import HASH_TYPES
+
+        kinds = list(self.kinds) if isinstance(self.kinds, (list, tuple)) else [self.kinds]
+        out = [("kinds", f"dedup kind {k!r} is not one of {', '.join(DEDUP_KINDS)}") for k in kinds if k not in DEDUP_KINDS]
+        out += _action(self.action, "action")
+        if self.caption_conflicts is not None:
+            out += _action(self.caption_conflicts, "caption_conflicts")
+        if self.exact_hash not in ("md5", "sha1", "sha256"):
+            out.append(("exact_hash", "exact_hash must be md5, sha1 or sha256"))
+        if self.perceptual_hash not in DEDUP_DISTANCE:
+            out.append(("perceptual_hash", f"perceptual_hash must be one of {', '.join(DEDUP_DISTANCE)}"))
+        elif self.perceptual_max_distance is not None:
+            why = HASH_TYPES[self.perceptual_hash].check_thresholds(self.perceptual_max_distance, None)
+            out += [("perceptual_max_distance", why.replace(f"(usual: {HASH_TYPES[self.perceptual_hash].default_max_distance})",
+                                                             f"(usual for dedup: {DEDUP_DISTANCE[self.perceptual_hash]})"))] if why else []
+        if not is_num(self.semantic_threshold) or not 0 < self.semantic_threshold <= 1:
+            out.append(("semantic_threshold", f"semantic_threshold must be a cosine in (0, 1] (usual: 0.95), got {self.semantic_threshold!r}"))
+        for k, lo in (("rows_per_cluster", 10), ("max_group", 100), ("perceptual_min_quality", 0)):
+            if not is_int(getattr(self, k)) or getattr(self, k) < lo:
+                out.append((k, f"{k} must be an integer >= {lo}"))
+        return out
+
+    def settings(self) -> list:
+        """One ``DedupSettings`` per configured kind."""
+        from shardguard.transforms.rules.dedup import DedupSettings
+
+        base = dict(action=self.action, conflicts=self.caption_conflicts, max_group=self.max_group)
+        out = []
+        for kind in DEDUP_KINDS:
+            if kind not in self.kinds:
+                continue
+            if kind == "exact":
+                out.append(DedupSettings(kind, self.exact_hash, **base))
+            elif kind == "perceptual":
+                dist = DEDUP_DISTANCE[self.perceptual_hash] if self.perceptual_max_distance is None else self.perceptual_max_distance
+                out.append(DedupSettings(kind, self.perceptual_hash, max_distance=dist,
+                                         min_quality=self.perceptual_min_quality if self.perceptual_hash == "pdq" else 0, **base))
+            else:
+                out.append(DedupSettings(kind, "embedding", threshold=self.semantic_threshold,
+                                         rows_per_cluster=self.rows_per_cluster, **base))
+        return out
+
+
 @dataclass(frozen=True)
 class ScanConfig:
     """Everything a scan needs besides Beam's own pipeline options."""
@@ -216,12 +280,13 @@ class ScanConfig:
     expand: ExpandConfig = field(default_factory=ExpandConfig)
     integrity: IntegrityConfig = field(default_factory=IntegrityConfig)
     embeddings: EmbeddingsConfig = field(default_factory=EmbeddingsConfig)
+    dedup: DedupConfig = field(default_factory=DedupConfig)
     redact_urls: bool = False  # removal/review records carry "sha256:<16 hex>" instead of the URL
     force: bool = False
     features_only: bool = False  # no rule at all, on purpose: only features are wanted
 
     SECTIONS = {"columns": ColumnNames, "decode": DecodeConfig, "clip": ClipConfig, "expand": ExpandConfig,
-                "integrity": IntegrityConfig, "embeddings": EmbeddingsConfig}
+                "integrity": IntegrityConfig, "embeddings": EmbeddingsConfig, "dedup": DedupConfig}
     TUPLES = ("inputs", "hashes", "concepts")
 
     def problems(self):

@@ -75,6 +75,8 @@ def _value(cls, key: str, value, data: dict, src: str):
         if not isinstance(value, list):
             raise ConfigError(f"{where(src, data, key)}: 'lists' must be a list")
         return tuple(build(HashListSpec, v, src) for v in value)
+    if key == "kinds":
+        return tuple([value] if isinstance(value, str) else strip(value) or ())
     if cls is ScanConfig and key in ScanConfig.TUPLES:
         if isinstance(value, str):
             return (value,)

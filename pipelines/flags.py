@@ -44,6 +44,7 @@ FLAGS = (
     ("--embeddings-metadata", ("embeddings", "metadata"), "metadata parquet files row-aligned with the .npy files"),
     ("--embeddings-model", ("embeddings", "model"), "the model that made the supplied embeddings (recorded)"),
     ("--embeddings-key-column", ("embeddings", "key_column"), "column joining embeddings to rows (default key)"),
+    ("--dedup", ("dedup", "kinds"), "dedup inside the dataset: comma-separated exact, perceptual, semantic"),
 )
 _BOOL = {"--exact-decode", "--force", "--redact-urls", "--features-only"}
 _REPEAT = {"--input", "--hash-list", "--concepts"}
@@ -101,8 +102,8 @@ def overlay(args: argparse.Namespace) -> dict:
             continue
         if flag == "--hash-list":
             value = [list_flag_data(v) for v in value]
-        elif flag == "--hashes":
-            value = [h.strip() for h in value.split(",") if h.strip()]
+        elif flag in ("--hashes", "--dedup"):
+            value = [h.strip() for h in value.split(",") if h.strip() and h.strip() != "none"]
         _set(data, path, value, flag)
     return data
 

@@ -157,6 +157,7 @@ def hashes_for(cfg: ScanConfig, lists) -> tuple[str, ...]:
     wanted = set(cfg.hashes) | {r.sidecar["type"] for r in lists}
     if cfg.integrity.column:
         wanted.add(cfg.integrity.type)
+    wanted |= {s.column for s in cfg.dedup.settings() if s.kind != "semantic"}
     return tuple(n for n in HASH_TYPES if n in wanted)
 
 

@@ -52,6 +52,8 @@ def parser() -> StrictParser:
                    help="parent concept index to stop applying (its path as the parent recorded it, or its name)")
     p.add_argument("--expand-threshold", type=float, help="kNN expansion cosine threshold, in (0, 1]")
     p.add_argument("--min-clip-score", type=float, help="flag rows whose image-caption cosine is below this")
+    p.add_argument("--dedup", help="dedup kinds to apply now: comma-separated exact, perceptual, semantic, "
+                                   "or none (default: the parent's)")
     p.add_argument("--relocate", action="append", default=[], metavar="OLD=NEW",
                    help="inputs moved: replace the path prefix OLD with NEW (the sha256 check still applies)")
     p.add_argument("--force", action="store_true", help="redo every shard; accept an output with another config")
@@ -116,6 +118,9 @@ def child_config(parent: dict, args):
         data["expand"] = dict(data.get("expand") or {}, threshold=args.expand_threshold)
     if args.min_clip_score is not None:
         data["clip"] = dict(data.get("clip") or {}, min_score=args.min_clip_score)
+    if args.dedup is not None:
+        kinds = [k.strip() for k in args.dedup.split(",") if k.strip() and k.strip() != "none"]
+        data["dedup"] = dict(data.get("dedup") or {}, kinds=kinds)
     return configload.build(ScanConfig, data, "refilter flags")
 
 

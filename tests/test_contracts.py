@@ -20,7 +20,8 @@ from shardguard.transforms.contracts import ColumnNames, MatchRecord, RunLayout,
 from shardguard.transforms.formats import InputChanged, claim_shards, formats
 
 ROWS = [(f"k{i}", encode(make_image(i, 96)), "success") for i in range(5)] + [
-    ("broken", b"not an image", "success"), ("gone", None, "failed_to_download")]
+    ("broken", b"not an image", "success"), ("gone", None, "failed_to_download"),
+    ("k0-copy", encode(make_image(0, 96)), "success")]
 
 
 @pytest.fixture(params=sorted(formats()))
@@ -44,7 +45,7 @@ class TestInputFormatContract:
         rows = list(fmt.iter_rows(info, ColumnNames()))
         assert info.num_rows == len(rows) == len(ROWS) and [r["row"] for r in rows] == list(range(len(ROWS)))
         assert [r["key"] for r in rows] == [k for k, _, _ in ROWS]
-        assert rows[0]["image"] == ROWS[0][1] and rows[-1]["image"] is None
+        assert rows[0]["image"] == ROWS[0][1] and rows[6]["image"] is None
         assert (info.sha256, info.size) == fmt.fingerprint(spec.path)
 
     def test_writes_exactly_the_kept_rows_and_refuses_a_changed_input(self, fmt, tmp_path):

@@ -14,7 +14,7 @@ import pyarrow as pa
 from shardguard.indexes import fileio
 
 # Match kinds whose reason is their source alone (one rule, no per-list name).
-_BARE_REASON_KINDS = frozenset({"neighbor", "integrity"})
+_BARE_REASON_KINDS = frozenset({"neighbor", "integrity", "conflict"})
 
 MATCH_TYPE = pa.struct([("source", pa.string()), ("kind", pa.string()), ("type", pa.string()),
                         ("entry", pa.string()), ("distance", pa.float64())])

@@ -172,10 +172,12 @@ class VerdictFn(beam.DoFn):
 
 @dataclass(frozen=True)
 class DatasetContext:
-    """What a dataset rule's wiring needs: where features are, and the worker's shared handles."""
+    """What a dataset rule's wiring needs: where features are, the worker's shared handles, and the
+    verdict settings (dedup asks the row rules which rows they remove)."""
 
     layout: RunLayout
     shared: object
+    settings: object = None
 
 
 def _key_by_shard(ref: ShardRef):
@@ -206,7 +208,7 @@ class VerdictStage(beam.PTransform):
     def expand(self, refs):
         """Wire the dataset rules (if any), then decide and write each shard."""
         fn = VerdictFn(self._layout, self._settings, self._shared)
-        ctx = DatasetContext(self._layout, self._shared)
+        ctx = DatasetContext(self._layout, self._shared, self._settings)
         sides, keyed = {}, {}
         for i, rule in enumerate(self._settings.dataset_rules):
             out = refs | f"Dataset-{rule.kinds[0]}-{i}" >> _RuleExpand(rule, ctx)

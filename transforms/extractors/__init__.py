@@ -76,11 +76,12 @@ class FeatureExtractor:
 
 def _registry() -> list[type]:
     from shardguard.transforms.extractors.basic import ImageInfo, IntegrityRef
+    from shardguard.transforms.extractors.captions import CaptionHash
     from shardguard.transforms.extractors.clip import ClipExtractor
     from shardguard.transforms.extractors.hashes import HashExtractor
     from shardguard.transforms.extractors.supplied import SuppliedEmbeddings
 
-    return [HashExtractor, ImageInfo, IntegrityRef, ClipExtractor, SuppliedEmbeddings]
+    return [HashExtractor, ImageInfo, IntegrityRef, ClipExtractor, SuppliedEmbeddings, CaptionHash]
 
 
 REGISTRY: list[type] = []

@@ -1,0 +1,129 @@
+"""The Beam wiring of one dedup kind (``rules/dedup.py``): nodes → candidate pairs → components by
+hash-to-min → per-row records keyed by shard. Every step is a plain function from ``dedupgraph``
+applied to one bucket, cluster or node; the loop of the iterative join is unrolled (``ROUNDS``)."""
+from __future__ import annotations
+
+import apache_beam as beam
+
+from shardguard.transforms import dedupgraph as dg
+from shardguard.transforms.contracts import DatasetMatches
+from shardguard.transforms.rules import dedup as d
+
+
+def _pairs(rule, nodes):
+    s = rule.s
+    if s.kind == "exact":
+        return nodes | "ByDigest" >> beam.Map(lambda nv: (nv[1], nv[0])) | "GroupDigest" >> beam.GroupByKey() \
+            | "Star" >> beam.FlatMap(d._exact_pairs, s)
+    if s.kind == "perceptual":
+        return (nodes | "Substrings" >> beam.FlatMap(d._bucket_keys, s) | "GroupBucket" >> beam.GroupByKey()
+                | "Verify" >> beam.FlatMap(d._bucket_pairs, s))
+    count = nodes | "Count" >> beam.combiners.Count.Globally()
+    sample = nodes | "Sample" >> beam.combiners.Top.Of(d.SAMPLE, key=d._sample_key, reverse=True)
+    cent = sample | "KMeans" >> beam.Map(d._centroids, beam.pvalue.AsSingleton(count), s)
+    return (nodes | "Assign" >> beam.Map(d._assign, beam.pvalue.AsSingleton(cent))
+            | "GroupCluster" >> beam.GroupByKey() | "Compare" >> beam.FlatMap(d._cluster_pairs, s))
+
+
+def _edge_key(e):
+    return (e[0], e[1]), e[2]
+
+
+def _best(values, semantic: bool):
+    return max(values) if semantic else min(values)
+
+
+def _ends(kv):
+    (u, v), dist = kv
+    return [(u, dist), (v, dist)]
+
+
+def _neighbours(kv):
+    (u, v), _ = kv
+    return [(u, v), (v, u)]
+
+
+def _cluster(kv):
+    node, others = kv
+    return node, {node, *others}
+
+
+def _union(kv):
+    node, sets = kv
+    return node, set().union(*sets)
+
+
+def _components(edges):
+    clusters = (edges | "Neighbours" >> beam.FlatMap(_neighbours) | "Adjacency" >> beam.GroupByKey()
+                | "Initial" >> beam.Map(_cluster))
+    for r in range(d.ROUNDS):
+        clusters = (clusters | f"Send{r:02d}" >> beam.FlatMap(lambda kv: dg.hash_to_min_messages(*kv))
+                    | f"Collect{r:02d}" >> beam.GroupByKey() | f"Union{r:02d}" >> beam.Map(_union))
+    return clusters
+
+
+def _member_of(kv):
+    node, cluster = kv
+    m = min(cluster)
+    return [(u, m) for u in cluster if u != m] if node == m else []
+
+
+def _record(kv, rule):
+    node, grouped = kv
+    if not grouped["rep"]:
+        return
+    rep, closest = grouped["rep"][0], grouped["closest"][0]
+    shard, row, match = dg.duplicate_record(node, rep, rule.s.kind, rule.s.column, closest)
+    yield shard, (row, match)
+
+
+def _conflicts(kv):
+    node, cluster = kv
+    if node != min(cluster):
+        return
+    for shard, row, match in dg.conflict_records(cluster):
+        yield shard, (row, match)
+
+
+def _unconverged(kv) -> bool:
+    return not dg.converged(*kv)
+
+
+def _problem(overflow: list, unconverged: int) -> str:
+    parts = []
+    if overflow:
+        parts.append(f"{len(overflow)} bucket(s) or cluster(s) of more than the compared maximum "
+                     f"(largest {max(overflow)} rows; dedup.max_group)")
+    if unconverged:
+        parts.append(f"components did not converge in {d.ROUNDS} rounds ({unconverged} nodes)")
+    return "; ".join(parts)
+
+
+def _shard_matches(kv):
+    shard, items = kv
+    return shard, DatasetMatches(rows=tuple(sorted(items, key=lambda x: (x[0], x[1].sort_key()))))
+
+
+def dedup_matches(rule, refs, ctx):
+    """(shard, DatasetMatches) of one dedup kind over every shard's features (module doc)."""
+    s = rule.s
+    nodes = refs | "Nodes" >> beam.ParDo(d._NodesFn(s, ctx))
+    raw = _pairs(rule, nodes)
+    overflow = raw | "Overflow" >> beam.Filter(d._is_overflow) | "Sizes" >> beam.Map(lambda x: x[1])
+    edges = (raw | "Edges" >> beam.Filter(lambda x: not d._is_overflow(x)) | "EdgeKey" >> beam.Map(_edge_key)
+             | "Distinct" >> beam.CombinePerKey(lambda v: _best(list(v), s.kind == "semantic")))
+    closest = edges | "Ends" >> beam.FlatMap(_ends) | "Closest" >> beam.CombinePerKey(
+        lambda v: _best(list(v), s.kind == "semantic"))
+    clusters = _components(edges)
+    bad = clusters | "Unconverged" >> beam.Filter(_unconverged) | "CountBad" >> beam.combiners.Count.Globally()
+    members = clusters | "Members" >> beam.FlatMap(_member_of)
+    recs = {"rep": members, "closest": closest} | "JoinClosest" >> beam.CoGroupByKey() \
+        | "Records" >> beam.FlatMap(_record, rule)
+    parts = [recs]
+    if s.conflicts:
+        parts.append(clusters | "Conflicts" >> beam.FlatMap(_conflicts))
+    keyed = parts | "AllRecords" >> beam.Flatten() | "ByShard" >> beam.GroupByKey() | "Matches" >> beam.Map(_shard_matches)
+    problem = (overflow | "AllOverflow" >> beam.combiners.ToList()
+               | "Problem" >> beam.Map(_problem, beam.pvalue.AsSingleton(bad)))
+    failed = refs | "Fail" >> beam.FlatMap(lambda ref, p: d.failure_matches(ref, p, s), beam.pvalue.AsSingleton(problem))
+    return (keyed, failed) | "WithFailures" >> beam.Flatten()
