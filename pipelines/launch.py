@@ -82,6 +82,25 @@ def _dry_run(launch: Launch) -> int:
     return 0
 
 
+def dedup_summary(layout, shards: list[dict], kinds) -> dict:
+    """Rows flagged and clusters (distinct representatives) per dedup kind, from the records of the
+    shards that flagged rows."""
+    from shardguard.indexes.arrowio import read_table
+
+    reps: dict[str, set] = {k: set() for k in kinds}
+    rows = {k: sum((s.get("reasons") or {}).get(f"dedup:{k}", 0) + (s.get("tags") or {}).get(f"dedup:{k}", 0)
+                   for s in shards if s["status"] == "ok") for k in kinds}
+    for s in shards:
+        if s["status"] != "ok" or not any(r.startswith("dedup:") for r in s.get("reasons") or {}):
+            continue
+        for kind in ("removed", "review", "tagged"):
+            for matches in read_table(layout.abs(s["outputs"][kind]["path"]), columns=["matches"]).column(0).to_pylist():
+                for x in matches or []:
+                    if x["kind"] == "dedup" and x["source"] in reps:
+                        reps[x["source"]].add(x["entry"])
+    return {"kinds": list(kinds), "per_kind": {k: {"rows": rows[k], "clusters": len(reps[k])} for k in kinds}}
+
+
 def finish_manifest(launch: Launch) -> dict:
     """Combine this run's shard summaries into the manifest; check the accounting; write it."""
     plan, layout = launch.plan, launch.plan.layout
@@ -92,6 +111,8 @@ def finish_manifest(launch: Launch) -> dict:
             raise mf.ManifestError(f"shard {spec.shard} has no summary after the run ({path})")
         shards.append(fileio.read_json(path))
     lists = plan.list_records()
+    if plan.cfg.dedup.kinds:
+        launch.extra["dedup"] = dedup_summary(layout, shards, plan.cfg.dedup.kinds)
     manifest = mf.build_manifest(config=launch.config or plan.cfg.to_dict(), config_fp=plan.config_fp,
                                  lists=lists, shards=shards, started=launch.started, finished=now(),
                                  kind=launch.kind, extra=dict(plan.manifest_extra(), **launch.extra))

@@ -22,6 +22,7 @@ def show(run_dir: str) -> dict:
     """Counts by shard and reason, lists, concepts and model with fingerprints."""
     m = mf.read_manifest(run_dir)
     return {"run": m["run"], "kind": m["kind"], "totals": m["totals"], "health": m.get("health"),
+            "dedup": m.get("dedup"),
             "lists": [{k: x.get(k) for k in ("name", "type", "entries", "max_distance", "action", "fingerprint")}
                       for x in m["lists"]],
             "model": (m.get("features") or {}).get("model"),
@@ -57,11 +58,31 @@ def _occurrence(run_dir: str, s: dict, key: str) -> dict | None:
 
 
 def why(run_dir: str, key: str, shard: str | None = None) -> dict:
-    """Every occurrence of ``key`` in the run: its verdict, reasons and every match, or an error."""
+    """Every occurrence of ``key`` in the run: its verdict, reasons and every match, or an error;
+    with dedup, the rows it represents (the duplicates that point to it)."""
     m = mf.read_manifest(run_dir)
     hits = [o for s in m["shards"] if s["status"] == "ok" and (not shard or s["shard"] == shard)
             for o in [_occurrence(run_dir, s, key)] if o is not None]
+    if m.get("dedup"):
+        for o in hits:
+            o["duplicates"] = _represented(run_dir, m, f"{o['shard']}/{key}")
     return {"key": key, "found": bool(hits), "occurrences": hits}
+
+
+def _represented(run_dir: str, m: dict, node: str, limit: int = 50) -> list[dict]:
+    """Rows whose dedup match names ``node`` as their representative, with the kinds that say so."""
+    found: dict[str, set] = {}
+    for s in m["shards"]:
+        if s["status"] != "ok" or not any(r.startswith("dedup:") for r in {**(s.get("reasons") or {}), **(s.get("tags") or {})}):
+            continue
+        for kind in ("removed", "review", "tagged"):
+            for r in _records(run_dir, s["outputs"], kind):
+                for x in r["matches"]:
+                    if x["kind"] == "dedup" and x["entry"] == node:
+                        found.setdefault(f"{s['shard']}/{r['key']}", set()).add(x["source"])
+        if len(found) >= limit:
+            break
+    return [{"row": row, "kinds": sorted(kinds)} for row, kinds in sorted(found.items())[:limit]]
 
 
 def diff(dir_a: str, dir_b: str) -> dict:
@@ -175,7 +196,10 @@ def text(kind: str, result: dict) -> str:
     """Human rendering of a tool's result."""
     if kind == "show":
         shards = result["shards"]
-        lines = [mf.summary_text(mf.read_manifest(result["_dir"])), "  shards:"]
+        lines = [mf.summary_text(mf.read_manifest(result["_dir"]))]
+        for kind, v in ((result.get("dedup") or {}).get("per_kind") or {}).items():
+            lines.append(f"  dedup {kind}: {v['clusters']} clusters, {v['rows']} duplicate rows flagged")
+        lines.append("  shards:")
         lines += [_shard_line(s) for s in shards[:SHOW_SHARDS]]
         if len(shards) > SHOW_SHARDS:
             lines.append(f"    … and {len(shards) - SHOW_SHARDS} more (--json lists every shard)")
@@ -201,8 +225,11 @@ def _why_text(result: dict) -> str:
     for o in result["occurrences"]:
         out.append(f"{result['key']} (shard {o['shard']}, row {o['row']}): {o['verdict']}"
                    + (f" — {', '.join(o['reasons'])}" if o["reasons"] else ""))
-        out += [f"    {x['kind']} {x['source']} ({x['type']}) entry {x['entry']} {label_of(x['kind'])} {x['distance']:g}"
-                for x in o["matches"]]
+        out += [f"    {x['kind']} {x['source']} ({x['type']}) " + (f"duplicate of {x['entry']}" if x["kind"] == "dedup"
+                else f"entry {x['entry']}") + f" {label_of(x['kind'])} {x['distance']:g}" for x in o["matches"]]
+        if o.get("duplicates"):
+            out.append(f"    representative of {len(o['duplicates'])} duplicate row(s): "
+                       + ", ".join(f"{d['row']} ({', '.join(d['kinds'])})" for d in o["duplicates"][:10]))
         if "error" in o:
             out.append(f"    error at {o['error']['stage']}: {o['error']['error_class']}: {o['error']['message']}")
     return "\n".join(out)

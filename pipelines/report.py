@@ -140,6 +140,14 @@ def _reasons(m: dict) -> str:
     return out
 
 
+def _dedup(m: dict) -> str:
+    d = m.get("dedup")
+    if not d:
+        return ""
+    rows = [[k, v["clusters"], v["rows"]] for k, v in d["per_kind"].items()]
+    return "<h2>Dedup</h2>" + table(["kind", "clusters", "duplicate rows flagged"], rows)
+
+
 def _distances(run_dir: str, m: dict) -> str:
     limits = {f"hashlist:{x['name']}": x.get("max_distance") for x in m["lists"]}
     out = "<h2>Match distances</h2>"
@@ -174,7 +182,7 @@ def render(run_dir: str) -> str:
     health = m.get("health") or {"ok": True, "problems": []}
     status = '<p class="ok">health check OK</p>' if health["ok"] else '<p class="bad">HEALTH CHECK FAILED</p><ul>' + \
         "".join(f"<li>{esc(p)}</li>" for p in health["problems"]) + "</ul>"
-    parts = [_identity(m), status, _verdicts(m), _reasons(m), _distances(run_dir, m), _indexes(m),
+    parts = [_identity(m), status, _verdicts(m), _reasons(m), _dedup(m), _distances(run_dir, m), _indexes(m),
              _lineage(run_dir, m), _verify(run_dir),
              "<h2>Config</h2><pre>" + esc(json.dumps(m["config"], indent=2, sort_keys=True)) + "</pre>"]
     title = f"shardguard {m['kind']} run {m['run']['id']}"

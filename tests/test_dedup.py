@@ -10,9 +10,9 @@ import shutil
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-
 from conftest import ROOT, run_scan
 from helpers import tree_bytes
+
 from shardguard.pipelines.refilter import run as refilter
 from shardguard.pipelines.sample_data import encode, make_image, shard_rows, variants, write_shard
 
@@ -150,3 +150,19 @@ def test_a_refilter_adds_and_drops_dedup_from_stored_features(data, scanned, tmp
     assert refilter(["--from", str(tmp_path / "re"), "--output", str(tmp_path / "none"), "--quiet",
                      "--dedup", "none"]) == 0
     assert not any(_dedup_records(tmp_path / "none", k) for k in ("exact", "perceptual", "semantic"))
+
+
+def test_manifest_tools_show_clusters_and_representatives(scanned, capsys):
+    from shardguard.pipelines.cli import main as cli
+
+    m = json.loads((scanned / "manifest.json").read_text())
+    assert m["dedup"]["per_kind"]["exact"]["rows"] == len(_dedup_records(scanned, "exact"))
+    assert m["dedup"]["per_kind"]["exact"]["clusters"] == len(set(_dedup_records(scanned, "exact").values()))
+    capsys.readouterr()
+    assert cli(["manifest", "show", str(scanned)]) == 0
+    assert "dedup exact:" in capsys.readouterr().out
+    assert cli(["manifest", "why", str(scanned), "00001" + "0005"]) == 0
+    out = capsys.readouterr().out
+    assert "representative of 3 duplicate row(s)" in out and "00000/000000005 (exact, perceptual, semantic)" in out
+    assert cli(["manifest", "why", str(scanned), "00002" + "0005"]) == 0
+    assert "duplicate of 00001/000010005" in capsys.readouterr().out

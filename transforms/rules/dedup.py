@@ -42,18 +42,20 @@ class DedupSettings:
     conflicts: str | None = "tag"  # caption-conflict action, or None
 
 
-class _NodesFn(beam.DoFn):
+class NodesFn(beam.DoFn):
     """A shard's rows as dedup nodes with what their kind compares (module doc)."""
 
     def __init__(self, s: DedupSettings, ctx):
         self._s, self._ctx = s, ctx
 
     def setup(self):
+        """Load the row rules (to know which rows a safety rule removes)."""
         for r in self._ctx.settings.rules:
             if r.scope != DATASET:
                 r.setup(self._ctx.shared)
 
     def process(self, ref):
+        """(node, value) for every checked row of one shard."""
         from shardguard.indexes.arrowio import read_table
         from shardguard.transforms.decide import REMOVE
         from shardguard.transforms.rules import column
@@ -66,13 +68,13 @@ class _NodesFn(beam.DoFn):
         verdicts, _ = judge(table, row_rules, [], self._ctx.settings)
         caps = column(table, "caption_sha256")
         keys, status = column(table, "key"), column(table, "status")
-        values = _values(table, self._s)
-        for i, (v, cap) in enumerate(zip(values, caps)):
+        for i, (v, cap) in enumerate(zip(row_values(table, self._s), caps)):
             if status[i] == "ok" and v is not None:
                 yield (int(verdicts[i]["verdict"] == REMOVE), ref.shard, i, keys[i], cap or ""), v
 
 
-def _values(table, s: DedupSettings) -> list:
+def row_values(table, s: DedupSettings) -> list:
+    """What each row compares (digest, hash, or embedding); None where it has none or is below quality."""
     from shardguard.transforms.rules import column
 
     if s.kind == "semantic":
@@ -89,14 +91,16 @@ def _values(table, s: DedupSettings) -> list:
     return vals
 
 
-def _bucket_keys(nv, s: DedupSettings):
+def bucket_keys(nv, s: DedupSettings):
+    """One (substring key, (node, code)) per pigeonhole substring of a row's hash."""
     node, hexcode = nv
     code = bytes.fromhex(hexcode)
     for key in dg.substrings(code, int(s.max_distance) + 1, len(code) * 8):
         yield key, (node, code)
 
 
-def _bucket_pairs(kv, s: DedupSettings):
+def bucket_pairs(kv, s: DedupSettings):
+    """Pairs of one bucket within the distance (or an overflow marker when it is too large)."""
     _, members = kv
     members = sorted(set(members))
     if len(members) > s.max_group:
@@ -107,7 +111,8 @@ def _bucket_pairs(kv, s: DedupSettings):
         yield from dg.hamming_pairs([n for n, _ in members], codes, int(s.max_distance))
 
 
-def _exact_pairs(kv, s: DedupSettings):
+def exact_pairs(kv, s: DedupSettings):
+    """Star edges of one digest group (or an overflow marker)."""
     members = sorted(set(kv[1]))
     if len(members) > s.max_group:
         yield ("overflow", len(members))
@@ -115,14 +120,15 @@ def _exact_pairs(kv, s: DedupSettings):
     yield from dg.star_edges(members)
 
 
-def _sample_key(nv) -> str:
+def sample_key(nv) -> str:
+    """A deterministic order for the k-means sample (hash of the row's identity)."""
     node = nv[0]
     return hashlib.sha256(f"{node[1]}/{node[2]}".encode()).hexdigest()
 
 
-def _centroids(sample: list, count: int, s: DedupSettings) -> np.ndarray:
+def centroids(sample: list, count: int, s: DedupSettings) -> np.ndarray:
     """k-means centroids (k = rows / rows_per_cluster) of the sample, deterministic (seeded, sorted)."""
-    vecs = np.stack([v for _, v in sorted(sample, key=_sample_key)]).astype(np.float32) if sample else None
+    vecs = np.stack([v for _, v in sorted(sample, key=sample_key)]).astype(np.float32) if sample else None
     k = max(1, min(count // s.rows_per_cluster, len(sample) // 4)) if sample else 1
     if vecs is None or k == 1:
         return np.zeros((1, vecs.shape[1] if vecs is not None else 1), np.float32)
@@ -138,12 +144,14 @@ def _centroids(sample: list, count: int, s: DedupSettings) -> np.ndarray:
     return cent
 
 
-def _assign(nv, centroids):
+def assign(nv, centroids):
+    """(nearest centroid, (node, embedding))."""
     node, emb = nv
     return int(np.argmax(centroids @ emb)), (node, emb)
 
 
-def _cluster_pairs(kv, s: DedupSettings):
+def cluster_pairs(kv, s: DedupSettings):
+    """Pairs of one k-means cluster above the cosine threshold (or an overflow marker)."""
     members = sorted(kv[1], key=lambda m: m[0])
     if len(members) > s.max_group:
         yield ("overflow", len(members))
@@ -152,7 +160,8 @@ def _cluster_pairs(kv, s: DedupSettings):
         yield from dg.cosine_pairs([m for m, _ in members], np.stack([e for _, e in members]), s.threshold)
 
 
-def _is_overflow(item) -> bool:
+def is_overflow(item) -> bool:
+    """True for a bucket or cluster that was too large to compare."""
     return item[0] == "overflow"
 
 

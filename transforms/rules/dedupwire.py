@@ -14,15 +14,15 @@ def _pairs(rule, nodes):
     s = rule.s
     if s.kind == "exact":
         return nodes | "ByDigest" >> beam.Map(lambda nv: (nv[1], nv[0])) | "GroupDigest" >> beam.GroupByKey() \
-            | "Star" >> beam.FlatMap(d._exact_pairs, s)
+            | "Star" >> beam.FlatMap(d.exact_pairs, s)
     if s.kind == "perceptual":
-        return (nodes | "Substrings" >> beam.FlatMap(d._bucket_keys, s) | "GroupBucket" >> beam.GroupByKey()
-                | "Verify" >> beam.FlatMap(d._bucket_pairs, s))
+        return (nodes | "Substrings" >> beam.FlatMap(d.bucket_keys, s) | "GroupBucket" >> beam.GroupByKey()
+                | "Verify" >> beam.FlatMap(d.bucket_pairs, s))
     count = nodes | "Count" >> beam.combiners.Count.Globally()
-    sample = nodes | "Sample" >> beam.combiners.Top.Of(d.SAMPLE, key=d._sample_key, reverse=True)
-    cent = sample | "KMeans" >> beam.Map(d._centroids, beam.pvalue.AsSingleton(count), s)
-    return (nodes | "Assign" >> beam.Map(d._assign, beam.pvalue.AsSingleton(cent))
-            | "GroupCluster" >> beam.GroupByKey() | "Compare" >> beam.FlatMap(d._cluster_pairs, s))
+    sample = nodes | "Sample" >> beam.combiners.Top.Of(d.SAMPLE, key=d.sample_key, reverse=True)
+    cent = sample | "KMeans" >> beam.Map(d.centroids, beam.pvalue.AsSingleton(count), s)
+    return (nodes | "Assign" >> beam.Map(d.assign, beam.pvalue.AsSingleton(cent))
+            | "GroupCluster" >> beam.GroupByKey() | "Compare" >> beam.FlatMap(d.cluster_pairs, s))
 
 
 def _edge_key(e):
@@ -107,10 +107,10 @@ def _shard_matches(kv):
 def dedup_matches(rule, refs, ctx):
     """(shard, DatasetMatches) of one dedup kind over every shard's features (module doc)."""
     s = rule.s
-    nodes = refs | "Nodes" >> beam.ParDo(d._NodesFn(s, ctx))
+    nodes = refs | "Nodes" >> beam.ParDo(d.NodesFn(s, ctx))
     raw = _pairs(rule, nodes)
-    overflow = raw | "Overflow" >> beam.Filter(d._is_overflow) | "Sizes" >> beam.Map(lambda x: x[1])
-    edges = (raw | "Edges" >> beam.Filter(lambda x: not d._is_overflow(x)) | "EdgeKey" >> beam.Map(_edge_key)
+    overflow = raw | "Overflow" >> beam.Filter(d.is_overflow) | "Sizes" >> beam.Map(lambda x: x[1])
+    edges = (raw | "Edges" >> beam.Filter(lambda x: not d.is_overflow(x)) | "EdgeKey" >> beam.Map(_edge_key)
              | "Distinct" >> beam.CombinePerKey(lambda v: _best(list(v), s.kind == "semantic")))
     closest = edges | "Ends" >> beam.FlatMap(_ends) | "Closest" >> beam.CombinePerKey(
         lambda v: _best(list(v), s.kind == "semantic"))
