@@ -76,6 +76,13 @@ class HashType:
         return None
 
     @property
+    def confirms(self) -> bool:
+        """Whether a match alone confirms a known-bad picture (may seed hash expansion): exact hashes
+        and 256-bit PDQ. 64-bit perceptual hashes collide across unrelated pictures at their usual
+        thresholds (measured: photos with a wide border land 4-8 bits from another photo's pHash)."""
+        return not self.perceptual or self.nbits >= 256
+
+    @property
     def hex_len(self) -> int:
         """Number of hex digits in the string form."""
         return self.nbits // 4

@@ -92,6 +92,28 @@ def pdq(rgb: Image.Image) -> tuple[str, int]:
     return bits.hex(), quality
 
 
+def pdq_with_dct(rgb: Image.Image, flips: int = 7) -> tuple[str, int, np.ndarray | None]:
+    """PDQ hash, quality and the 16×16 DCTs (float32, shape 4×16×16) of the image, its mirror, its
+    vertical flip and its 180° rotation (``flips``: which of those three, a mask 1/2/4; the others are
+    zeros), from which the dihedral views' hashes follow (``views.dihedral``). None for the DCTs where
+    the compiled extension is missing."""
+    if rgb.mode != "RGB":
+        raise ValueError(f"pdq needs an RGB image, got mode {rgb.mode}")
+    try:
+        from shardguard.indexes import _pdqext
+    except ImportError:
+        h, quality = pdq(rgb)
+        return h, quality, None  # the reference binding exposes no DCT: no dihedral views
+    width, height = rgb.size
+    view = _rgbx_view(rgb)
+    if view is not None:
+        bits, quality, floats, more = _pdqext.hash(view, height, width, True, 4, flips or 1)
+    else:
+        bits, quality, floats, more = _pdqext.hash(np.ascontiguousarray(np.asarray(rgb)), height, width, True, 3,
+                                                   flips or 1)
+    return bits.hex(), quality, np.frombuffer(floats + more, np.float32).reshape(4, 16, 16)
+
+
 def _rgbx_view(rgb: Image.Image):
     """Pillow's own pixel memory (4 bytes per pixel, RGBX) without a copy, through its Arrow export
     (Pillow ≥ 11.2, single-block images), or None: ``np.asarray`` copies it to packed RGB, ~110 µs

@@ -70,7 +70,8 @@ class ParsedList:
     lines: "array" = field(default_factory=lambda: array("q"))
     stats: dict = field(default_factory=lambda: {
         "lines": 0, "entries": 0, "duplicates": 0, "skipped_blank_or_comment": 0,
-        "skipped_other_type": 0, "skipped_other_signal": 0})
+        "skipped_other_type": 0})  # "skipped_other_signal" appears when a file has some (fingerprints of
+    # lists without any stay what they were)
     fmt: str = ""
     source_sha256: str = ""
     _id_chunks: list = field(default_factory=list, repr=False)

@@ -266,6 +266,35 @@ class DedupConfig:
 
 
 @dataclass(frozen=True)
+class RobustConfig:
+    """Finding modified copies: query-side views and hash expansion around confirmed matches."""
+
+    views: str = "default"  # off | default (mirror, trimmed border) | full (every dihedral view too)
+    expansion: bool = True  # hash expansion around seeds (needs pdq and phash among the hashes)
+    pdq_max_distance: int = 31  # seed view vs a row's as-stored PDQ ...
+    phash_max_distance: int = 12  # ... and, jointly, its pHash
+    action: str = "quarantine"
+    max_seeds: int = 10_000  # seeds whose views every worker holds (~40 views each)
+    max_per_row: int = 10
+
+    def problems(self):
+        """(key, message) for every invalid field."""
+        out = _action(self.action, "action")
+        if self.views not in ("off", "default", "full"):
+            out.append(("views", f"views must be off, default or full, got {self.views!r}"))
+        if not isinstance(self.expansion, bool):
+            out.append(("expansion", "expansion must be true or false"))
+        for k, hi, usual in (("pdq_max_distance", 64, 31), ("phash_max_distance", 16, 12)):
+            v = getattr(self, k)
+            if not is_int(v) or not 0 <= v <= hi:
+                out.append((k, f"{k} must be in 0..{hi} (usual: {usual}), got {v!r}"))
+        for k in ("max_seeds", "max_per_row"):
+            if not is_int(getattr(self, k)) or getattr(self, k) < 1:
+                out.append((k, f"{k} must be a positive integer"))
+        return out
+
+
+@dataclass(frozen=True)
 class ScanConfig:
     """Everything a scan needs besides Beam's own pipeline options."""
 
@@ -281,12 +310,14 @@ class ScanConfig:
     integrity: IntegrityConfig = field(default_factory=IntegrityConfig)
     embeddings: EmbeddingsConfig = field(default_factory=EmbeddingsConfig)
     dedup: DedupConfig = field(default_factory=DedupConfig)
+    robust: RobustConfig = field(default_factory=RobustConfig)
     redact_urls: bool = False  # removal/review records carry "sha256:<16 hex>" instead of the URL
     force: bool = False
     features_only: bool = False  # no rule at all, on purpose: only features are wanted
 
     SECTIONS = {"columns": ColumnNames, "decode": DecodeConfig, "clip": ClipConfig, "expand": ExpandConfig,
-                "integrity": IntegrityConfig, "embeddings": EmbeddingsConfig, "dedup": DedupConfig}
+                "integrity": IntegrityConfig, "embeddings": EmbeddingsConfig, "dedup": DedupConfig,
+                "robust": RobustConfig}
     TUPLES = ("inputs", "hashes", "concepts")
 
     def problems(self):

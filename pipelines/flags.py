@@ -45,6 +45,8 @@ FLAGS = (
     ("--embeddings-model", ("embeddings", "model"), "the model that made the supplied embeddings (recorded)"),
     ("--embeddings-key-column", ("embeddings", "key_column"), "column joining embeddings to rows (default key)"),
     ("--dedup", ("dedup", "kinds"), "dedup inside the dataset: comma-separated exact, perceptual, semantic"),
+    ("--robust", ("robust", "views"), "modified copies: off, default (mirror and trimmed-border views, hash "
+                                      "expansion around confirmed matches) or full (more views)"),
 )
 _BOOL = {"--exact-decode", "--force", "--redact-urls", "--features-only"}
 _REPEAT = {"--input", "--hash-list", "--concepts"}
@@ -105,6 +107,8 @@ def overlay(args: argparse.Namespace) -> dict:
         elif flag in ("--hashes", "--dedup"):
             value = [h.strip() for h in value.split(",") if h.strip() and h.strip() != "none"]
         _set(data, path, value, flag)
+        if flag == "--robust" and value == "off":
+            _set(data, ("robust", "expansion"), False, flag)
     return data
 
 

@@ -1,8 +1,11 @@
 """``shardguard lookup --run DIR IMAGE…``: is this image, or a near-copy, in the scanned dataset?
 
 Answers from the run's stored features (no input shard is read): exact md5/sha256 equality,
-perceptual-hash Hamming distance within each type's default threshold, and — when the run stored
-embeddings and its model can be loaded here — CLIP cosine similarity. It is a brute-force pass over
+perceptual-hash Hamming distance within each type's default threshold, PDQ views (the query's
+mirror, flips, rotations and trimmed border against each row's as-stored PDQ, and the query against
+the views the run stored for each row: ``pdq@mirror``, ``pdq@stored-trim``; PDQ's threshold and
+quality floor), and — when the run stored embeddings and its model can be loaded here — CLIP cosine
+similarity. It is a brute-force pass over
 the features, which is fine per run directory; a standing service would index them instead.
 """
 from __future__ import annotations
@@ -18,14 +21,15 @@ from shardguard.transforms.features import compute_row_features
 
 
 def query_features(data: bytes, hashes, clip_size: int | None, exact: bool):
-    """The same features the scan computed (same hashes, same decode mode), for one query image."""
+    """The same features the scan computed (same hashes, same decode mode), for one query image,
+    with every view (one image: the full set costs nothing that matters)."""
     row = {"row": 0, "key": "query", "key_derived": False, "url": None, "caption": None,
            "status": "success", "image": data}
-    return compute_row_features(row, tuple(hashes), 10**9, clip_size, exact)
+    return compute_row_features(row, tuple(hashes), 10**9, clip_size, exact, views="full" if "pdq" in hashes else "off")
 
 
 def _hamming(codes: np.ndarray, q: np.ndarray) -> np.ndarray:
-    return np.unpackbits(np.bitwise_xor(codes, q), axis=1).sum(axis=1)
+    return np.unpackbits(np.bitwise_xor(codes, q), axis=-1).sum(axis=-1)
 
 
 def _load_model(model_info: dict | None):
@@ -91,12 +95,38 @@ def _match_shard(shard, table, queries, hashes, clip_threshold, results) -> None
                 close = [(i, 0) for i in idx if vals[i] == qv]
             for i, dist in close:
                 found.setdefault(i, {"distances": {}})["distances"][name] = dist
+        if "pdq" in hashes:
+            _match_views(rec, cols, found)
         if emb is not None and qemb is not None:
             sims = emb @ qemb
             for i in np.nonzero(sims >= clip_threshold)[0]:
                 found.setdefault(int(i), {"distances": {}})["clip_similarity"] = round(float(sims[i]), 4)
         for i, hit in found.items():
             results[path].append({"shard": shard, "key": cols["key"][i], "row": cols["row"][i], **hit})
+
+
+def _match_views(rec: dict, cols: dict, found: dict) -> None:
+    """PDQ views: the query's views against each row's PDQ, the query's PDQ against each row's stored
+    views (quality ≥ 50 on both sides, distance ≤ 31); the closest per view name."""
+    ht = HASH_TYPES["pdq"]
+    pdq, qual = cols["pdq"], cols["pdq_quality"]
+    rows = [i for i, v in enumerate(pdq) if v and (qual[i] or 0) >= ht.min_quality]
+    queries = [(f"pdq@{v['view']}", v["pdq"]) for v in rec.get("views") or []
+               if v["pdq"] and (v["pdq_quality"] or 0) >= ht.min_quality]
+    if rows and queries:
+        d = _hamming(ht.to_codes([pdq[i] for i in rows])[:, None, :], ht.to_codes([q for _, q in queries])[None])
+        for j, i in enumerate(rows):
+            for k in np.nonzero(d[j] <= ht.default_max_distance)[0]:
+                dist = found.setdefault(i, {"distances": {}})["distances"]
+                dist[queries[k][0]] = min(int(d[j][k]), dist.get(queries[k][0], 999))
+    if rec.get("pdq") and (rec.get("pdq_quality") or 0) >= ht.min_quality and "views" in cols:
+        q = ht.to_codes([rec["pdq"]])[0]
+        for i, views in enumerate(cols["views"]):
+            for v in views or []:
+                if v["pdq"] and (v["pdq_quality"] or 0) >= ht.min_quality:
+                    dv = int(_hamming(ht.to_codes([v["pdq"]]), q)[0])
+                    if dv <= ht.default_max_distance:
+                        found.setdefault(i, {"distances": {}})["distances"][f"pdq@stored-{v['view']}"] = dv
 
 
 def text(result: dict) -> str:

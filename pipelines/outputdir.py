@@ -22,7 +22,7 @@ from shardguard.transforms.contracts import RunLayout
 
 OWNER_FORMAT = "shardguard-run/1"
 _TMP = re.compile(r"^\.tmp-[0-9a-f]{32}-")
-_PER_SHARD = ("clean", "removed", "review", "errors", "tagged", "features", "shards")
+_PER_SHARD = ("clean", "removed", "review", "errors", "tagged", "features", "shards", "seeds")
 
 
 class OutputError(OSError):

@@ -34,6 +34,11 @@ class RuleContext:
     concepts: list[tuple[str, dict]]
     url_lists: list = field(default_factory=list)
 
+    @property
+    def columns(self):
+        """Input columns (what a rule that reads images again needs)."""
+        return dataclasses.replace(self.cfg.columns, integrity=self.cfg.integrity.column)
+
     def seed_rules(self) -> list:
         """Hash-list rules whose matches confirm known-bad rows (expansion seeds): action remove."""
         from shardguard.transforms.rules.hashlists import HashListRule
@@ -166,8 +171,12 @@ def extractors_for(cfg: ScanConfig, hashes, spec, info, size, supplied=None) -> 
     from shardguard.transforms.extractors.clip import ClipExtractor
     from shardguard.transforms.extractors.hashes import HashExtractor
     from shardguard.transforms.extractors.supplied import SuppliedEmbeddings
+    from shardguard.transforms.extractors.views import ViewsExtractor
 
-    out = [HashExtractor(hashes, cfg.decode.exact)]
+    views = cfg.robust.views != "off"
+    out = [HashExtractor(hashes, cfg.decode.exact, for_views=cfg.robust.views)]
+    if views:
+        out.append(ViewsExtractor(cfg.robust.views))
     if supplied is not None:
         out.append(SuppliedEmbeddings(supplied.column, supplied.index_dir, supplied.dim, supplied.fingerprint))
     elif info is not None and info.get("supplied"):

@@ -16,7 +16,7 @@ from shardguard.pipelines.sample_data import encode, make_image
 def run_dir(sample, tmp_path_factory):
     src, planted = sample
     out = tmp_path_factory.mktemp("tools") / "run"
-    assert run_scan(["--input", str(src / "shards" / "*.parquet"), "--output", str(out)]
+    assert run_scan(["--input", str(src / "shards" / "*.parquet"), "--output", str(out), "--robust", "off"]
                     + sample_list_flags(src)) == 0
     return src, planted, out
 
@@ -51,7 +51,7 @@ def test_why_removed_kept_and_errored(run_dir, capsys):
 def test_diff(run_dir, tmp_path, capsys):
     src, planted, out = run_dir
     other = tmp_path / "other"
-    assert run_scan(["--input", str(src / "shards" / "*.parquet"), "--output", str(other),
+    assert run_scan(["--input", str(src / "shards" / "*.parquet"), "--output", str(other), "--robust", "off",
                      "--hash-list", f"md5={src / 'lists' / 'known-bad-md5.txt'}"]) == 0
     capsys.readouterr()
     rc, r = _json(capsys, ["manifest", "diff", str(other), str(out), "--json"])

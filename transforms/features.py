@@ -134,24 +134,29 @@ class MetadataRunner(FeatureRunner):
         return rec
 
 
-def hash_runner(hash_names, max_pixels: int, exact: bool = True, clip_size: int | None = None) -> FeatureRunner:
-    """A runner with the hashes extractor (and CLIP pixels, without a model, when ``clip_size``)."""
+def hash_runner(hash_names, max_pixels: int, exact: bool = True, clip_size: int | None = None,
+                views: str = "off") -> FeatureRunner:
+    """A runner with the hashes extractor (and CLIP pixels, without a model, when ``clip_size``;
+    the robust views of ``views`` mode unless off)."""
     from shardguard.transforms.extractors.basic import ImageInfo, IntegrityRef
     from shardguard.transforms.extractors.clip import ClipExtractor
     from shardguard.transforms.extractors.hashes import HashExtractor
+    from shardguard.transforms.extractors.views import ViewsExtractor
 
-    ex = [HashExtractor(tuple(hash_names), exact), ImageInfo(), IntegrityRef()]
+    ex = [HashExtractor(tuple(hash_names), exact, for_views=views), ImageInfo(), IntegrityRef()]
+    if views != "off":
+        ex.append(ViewsExtractor(views))
     if clip_size:
         ex.append(ClipExtractor(size=clip_size))
     return FeatureRunner(ex, max_pixels, exact)
 
 
 def compute_row_features(row: dict, hash_names, max_pixels: int, clip_size: int | None = None,
-                         exact: bool = True, defer: bool = False):
+                         exact: bool = True, defer: bool = False, views: str = "off"):
     """(features record, CLIP pixels or None) of one row with the hashes extractor: the scan's own
     code for one image (``lookup``, tests, benchmarks). ``defer`` leaves pHash/dHash for
     ``finish_batch``; ``clip_size`` asks for the uint8 pixels the embedding stage would read."""
-    runner = hash_runner(hash_names, max_pixels, exact, clip_size)
+    runner = hash_runner(hash_names, max_pixels, exact, clip_size, views)
     rec = runner.one(row)
     if not defer:
         runner.finish([rec])

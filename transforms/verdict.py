@@ -23,7 +23,14 @@ from shardguard.transforms.contracts import ColumnNames, DatasetMatches, Failure
 from shardguard.transforms.decide import KEEP, decide
 from shardguard.transforms.formats import InputChanged
 from shardguard.transforms.rules import DATASET, KEYED, SIDE, column
-from shardguard.transforms.write import count_verdicts, summary_base, write_clean, write_failed, write_records
+from shardguard.transforms.write import (
+    count_verdicts,
+    seed_output,
+    summary_base,
+    write_clean,
+    write_failed,
+    write_records,
+)
 
 _LOG = logging.getLogger(__name__)
 _ROW_FIELDS = ("row", "key", "url", "sha256", "status", "error_stage", "error_class", "error_message")
@@ -122,6 +129,7 @@ def verdict_shard(ref: ShardRef, dataset: list[DatasetMatches], layout: RunLayou
     out = write_records(layout, ref.shard, verdicts, error_records(rows, verdicts), settings.redact_urls)
     out = {k: dict(path=layout.rel(layout.output(k, ref.shard)), **v) for k, v in out.items()}
     out["features"] = dict(ref.features)
+    out.update(seed_output(layout, ref.shard))
     try:
         out.update(write_clean(ref, {v["row"] for v in verdicts if v["verdict"] == KEEP}, layout, settings.columns))
     except InputChanged as exc:

@@ -9,6 +9,7 @@ all the others, so a crash never leaves a shard that looks done.
 from __future__ import annotations
 
 import hashlib
+import io
 
 from shardguard.indexes import fileio
 from shardguard.transforms import records
@@ -105,13 +106,26 @@ def summary_base(ref: ShardRef, config_fp: str) -> dict:
                       "rows": info.num_rows if info else None}}
 
 
+def seed_output(layout: RunLayout, shard: str) -> dict:
+    """``{"seeds": meta}`` when hash expansion hashed this shard's seeds (its file, written before any
+    verdict), so a restart or a re-filter reuses them and ``manifest verify`` checks them."""
+    import pyarrow.parquet as pq
+
+    path = layout.output("seeds", shard)
+    if not fileio.exists(path):
+        return {}
+    data = fileio.read_bytes(path)
+    rows = pq.ParquetFile(io.BytesIO(data)).metadata.num_rows
+    return {"seeds": {"path": layout.rel(path), "sha256": hashlib.sha256(data).hexdigest(), "rows": rows}}
+
+
 def write_failed(layout: RunLayout, base: dict, failure: FailureRecord) -> dict:
     """Record a failed shard: stale outputs of an earlier run of it would contradict the failure, so
     they are removed; the summary says why."""
     from apache_beam.io.filesystems import FileSystems
 
     shard = base["shard"]
-    stale = [layout.output(k, shard) for k in ("clean", "removed", "review", "errors", "tagged", "features")]
+    stale = [layout.output(k, shard) for k in ("clean", "removed", "review", "errors", "tagged", "features", "seeds")]
     stale += [layout.output("clean", shard, "tar"), layout.features_marker(shard)]
     from shardguard.transforms.formats.files import list_folder
 

@@ -80,8 +80,9 @@ def _registry() -> list[type]:
     from shardguard.transforms.extractors.clip import ClipExtractor
     from shardguard.transforms.extractors.hashes import HashExtractor
     from shardguard.transforms.extractors.supplied import SuppliedEmbeddings
+    from shardguard.transforms.extractors.views import ViewsExtractor
 
-    return [HashExtractor, ImageInfo, IntegrityRef, ClipExtractor, SuppliedEmbeddings, CaptionHash]
+    return [HashExtractor, ImageInfo, IntegrityRef, ClipExtractor, SuppliedEmbeddings, CaptionHash, ViewsExtractor]
 
 
 REGISTRY: list[type] = []

@@ -22,8 +22,10 @@ class HashExtractor(FeatureExtractor):
     name = "hashes"
     always = True
 
-    def __init__(self, names: tuple[str, ...] = (), exact: bool = True):
+    def __init__(self, names: tuple[str, ...] = (), exact: bool = True, for_views: str = "off"):
         self.names, self.exact = tuple(names), exact
+        # the robust views mode: leave PDQ's DCTs and the mirrored pHash for the views extractor
+        self.for_views = for_views if for_views != "off" else None
 
     @classmethod
     def example(cls, directory: str) -> "HashExtractor":  # noqa: D102
@@ -68,6 +70,13 @@ class HashExtractor(FeatureExtractor):
                     rec["_gray"] = np.asarray(img.hash_gray)
                     rec["_src"] = ((img.width, img.height), img.hash_block)
                 rec.setdefault("_batched", []).append(name)
+                if self.for_views and name == "phash":
+                    rec["_batched"].append("phash_mirror")
+            elif name == "pdq" and self.for_views:
+                from shardguard.indexes.imagehashes import pdq_with_dct
+
+                flips = 1 if self.for_views == "default" else 7  # default: the mirror only
+                rec["pdq"], rec["pdq_quality"], rec["_pdq_dct"] = pdq_with_dct(img.rgb, flips)
             else:
                 rec.update(ht.compute(img))
 
@@ -99,8 +108,22 @@ def finish_hash_batch(records: list[dict]) -> None:
                 small = np.stack([imagehashes.resize_gray(g, w, h) for _, g in rows])
             for (r, _), value in zip(rows, kernel(small)):
                 r[name] = value
+            if name == "phash":
+                _mirror_phash([r for r, _ in rows], small)
         for r in todo:
             del r["_batched"], r["_src"]
+
+
+def _mirror_phash(recs: list[dict], small: np.ndarray) -> None:
+    """The mirror view's pHash, for records that asked for it: the resized 32×32 array mirrored
+    before the DCT (LANCZOS samples symmetrically, so this equals the mirrored image's pHash)."""
+    want = [i for i, r in enumerate(recs) if "phash_mirror" in r["_batched"]]
+    if want:
+        from shardguard.indexes import imagehashes
+
+        mirrored = np.ascontiguousarray(small[want][:, :, ::-1])
+        for i, value in zip(want, imagehashes.phash_batch(mirrored)):
+            recs[i]["_phash_mirror"] = value
 
 
 class _BytesOnly:

@@ -74,11 +74,13 @@ def _registry() -> list[type]:
     from shardguard.transforms.rules.concepts import ConceptRule
     from shardguard.transforms.rules.dedup import DedupRule
     from shardguard.transforms.rules.expansion import KnnExpansion
+    from shardguard.transforms.rules.hashexpand import HashExpansion
     from shardguard.transforms.rules.hashlists import HashListRule
     from shardguard.transforms.rules.simple import ClipScoreRule, IntegrityRule
     from shardguard.transforms.rules.urls import UrlListRule
 
-    return [HashListRule, ConceptRule, ClipScoreRule, IntegrityRule, UrlListRule, KnnExpansion, DedupRule]
+    return [HashListRule, ConceptRule, ClipScoreRule, IntegrityRule, UrlListRule, KnnExpansion, HashExpansion,
+            DedupRule]
 
 
 REGISTRY: list[type] = []

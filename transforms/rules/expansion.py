@@ -27,7 +27,7 @@ def seeds_of(table, shard: str, seed_rules) -> list[tuple[str, str, np.ndarray]]
     hit = [False] * table.num_rows
     for rule in seed_rules:
         for i, matches in enumerate(rule.match(table)):
-            hit[i] = hit[i] or bool(matches)
+            hit[i] = hit[i] or any("@" not in m.type for m in matches)  # as stored, not a view
     emb, pos = embedding_matrix(table)
     keys = column(table, "key")
     return [(shard, keys[i], emb[j].astype(np.float16)) for j, i in enumerate(pos) if hit[i]]

@@ -53,5 +53,25 @@ class HashListRule(Rule):
     def match(self, table) -> list[list[MatchRecord]]:  # noqa: D102
         ht = get_hash_type(self.hash_type)
         quals = column(table, ht.quality_column) if ht.quality_column else None
-        return [[MatchRecord(self.name, "hashlist", m.type, m.entry, float(m.distance)) for m in hits]
-                for hits in self._matcher.match_batch(column(table, ht.name), quals)]
+        out = [[MatchRecord(self.name, "hashlist", m.type, m.entry, float(m.distance)) for m in hits]
+               for hits in self._matcher.match_batch(column(table, ht.name), quals)]
+        if ht.name == "pdq":  # views match PDQ lists only, at PDQ's quality floor (the stricter rule)
+            self._match_views(table, out)
+        return out
+
+    def _match_views(self, table, out) -> None:
+        """Matches of each row's views, recorded with the view (``pdq@mirror``); an entry the row's
+        as-stored image matched already is not repeated."""
+        from shardguard.transforms.extractors.views import view_hashes
+
+        per_row = view_hashes(table, "pdq", self._matcher.min_quality)
+        queries = [(i, view, h) for i, views in enumerate(per_row) for view, h in views]
+        if not queries:
+            return
+        hits = self._matcher.match_batch([h for _, _, h in queries], [100] * len(queries))
+        for (i, view, _), found in zip(queries, hits):
+            have = {m.entry for m in out[i]}
+            for m in found:
+                if m.entry not in have:
+                    out[i].append(MatchRecord(self.name, "hashlist", f"{m.type}@{view}", m.entry, float(m.distance)))
+                    have.add(m.entry)

@@ -1,0 +1,200 @@
+"""Finding modified copies: query-side views (mirror, trimmed border) matched against PDQ lists, hash
+expansion around confirmed matches, refilter and lookup reproducing them, and the views' own maths
+checked against hashing the transformed image."""
+from __future__ import annotations
+
+import hashlib
+import io
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from conftest import run_scan
+from helpers import tree_bytes
+from PIL import Image, ImageOps
+
+from shardguard.indexes import imagehashes, views
+from shardguard.pipelines.refilter import run as refilter
+from shardguard.pipelines.sample_data import encode, make_image, shard_rows, write_shard
+
+
+def _hd(a: str, b: str) -> int:
+    return (int(a, 16) ^ int(b, 16)).bit_count()
+
+
+def _letterbox(img: Image.Image, width: int) -> Image.Image:
+    canvas = Image.new("RGB", (width, img.height))
+    canvas.paste(img, ((width - img.width) // 2, 0))
+    return canvas
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    """One shard: seed (a listed original, also md5-listed), crops and rotations of it (neighbours),
+    the mirror and a letter-boxed copy of a second listed picture that is itself absent, 20 others."""
+    d = tmp_path_factory.mktemp("robust")
+    seed, other = make_image(7001), make_image(7002)
+    w, h = seed.size
+    items = [("seed", encode(seed), "success"),
+             ("seed-crop", encode(seed.crop((w // 20, h // 20, w - w // 20, h - h // 20))), "success"),
+             ("seed-rot", encode(seed.rotate(4, resample=Image.Resampling.BILINEAR)), "success"),
+             ("other-mirror", encode(ImageOps.mirror(other)), "success"),
+             ("other-letterbox", encode(_letterbox(other, 400)), "success")]
+    items += [(f"clean{i}", encode(make_image(7100 + i)), "success") for i in range(20)]
+    rows = shard_rows(items, "00000")
+    write_shard(str(d / "in" / "00000.parquet"), rows)
+    (d / "pdq.txt").write_text(f"{imagehashes.pdq(seed)[0]}\n{imagehashes.pdq(other)[0]}\n")
+    (d / "md5.txt").write_text(hashlib.md5(encode(seed)).hexdigest() + "\n")
+    keys = {name: r["key"] for (name, _, _), r in zip(items, rows)}
+    return d, keys
+
+
+def _lists(d):
+    return ["--hash-list", f"pdq={d / 'pdq.txt'}", "--hash-list", f"md5={d / 'md5.txt'}"]
+
+
+def _records(out, kind):
+    return {r["key"]: r for p in (out / kind).glob("*.parquet") for r in pq.read_table(p).to_pylist()}
+
+
+@pytest.fixture(scope="module")
+def scanned(data, tmp_path_factory):
+    d, _ = data
+    out = tmp_path_factory.mktemp("robust-out") / "run"
+    assert run_scan(["--input", str(d / "in" / "*.parquet"), "--output", str(out), "--quiet", *_lists(d)]) == 0
+    return out
+
+
+def test_views_find_the_mirror_and_the_letterbox_and_say_which_view(data, scanned):
+    _, keys = data
+    removed = _records(scanned, "removed")
+    types = {k: {m["type"] for m in r["matches"]} for k, r in removed.items()}
+    assert "pdq@mirror" in types[keys["other-mirror"]]
+    assert "pdq@trim" in types[keys["other-letterbox"]]
+
+
+def test_expansion_quarantines_modified_copies_of_a_seed_and_nothing_else(data, scanned):
+    _, keys = data
+    review, removed = _records(scanned, "review"), _records(scanned, "removed")
+    for name in ("seed-crop", "seed-rot"):
+        rec = review[keys[name]]
+        assert rec["reasons"] == ["neighbor-of-known-bad"]
+        assert {m["entry"] for m in rec["matches"]} == {f"00000/{keys['seed']}"}
+        assert all(m["type"].startswith("pdq@") and m["distance"] <= 31 for m in rec["matches"])
+    flagged = set(review) | set(removed)
+    assert not any(keys[f"clean{i}"] in flagged for i in range(20))
+    assert keys["seed"] in removed and keys["seed"] not in review
+
+
+def test_robust_off_is_todays_rule(data, tmp_path):
+    d, keys = data
+    out = tmp_path / "off"
+    assert run_scan(["--input", str(d / "in" / "*.parquet"), "--output", str(out), "--quiet", "--robust", "off",
+                     *_lists(d)]) == 0
+    flagged = set(_records(out, "removed")) | set(_records(out, "review"))
+    assert flagged == {keys["seed"]}
+
+
+def test_refilter_reproduces_views_and_expansion_byte_for_byte(data, scanned, tmp_path):
+    d, _ = data
+    assert refilter(["--from", str(scanned), "--output", str(tmp_path / "re"), "--quiet"]) == 0
+    a, b = tree_bytes(scanned), tree_bytes(tmp_path / "re")
+    for kind in ("removed", "review", "clean"):
+        names = sorted(n for n in a if n.startswith(kind + "/"))
+        assert names and names == sorted(n for n in b if n.startswith(kind + "/"))
+        assert all(a[n] == b[n] for n in names), kind
+
+
+def test_lookup_finds_a_mirrored_query_through_the_views(data, scanned, tmp_path):
+    from shardguard.pipelines.lookup import lookup
+
+    _, keys = data
+    q = tmp_path / "q.jpg"
+    q.write_bytes(encode(ImageOps.mirror(make_image(7001))))
+    hits = lookup(str(scanned), [str(q)])["results"][0]["matches"]
+    seed = [h for h in hits if h["key"] == keys["seed"]]
+    assert seed and any(k.startswith("pdq@") for k in seed[0]["distances"])
+
+
+@pytest.mark.parametrize("size", [(320, 240), (256, 256), (300, 200), (64, 64), (371, 256)])
+def test_dihedral_views_from_the_dct_agree_with_hashing_the_transformed_image(size):
+    img = make_image(3, 320).resize(size)
+    _, _, dcts = imagehashes.pdq_with_dct(img)
+    # our names are clockwise; Pillow's ROTATE_90 is counter-clockwise
+    pairs = {"mirror": Image.Transpose.FLIP_LEFT_RIGHT, "flip": Image.Transpose.FLIP_TOP_BOTTOM,
+             "rot90": Image.Transpose.ROTATE_270, "rot270": Image.Transpose.ROTATE_90,
+             "rot180": Image.Transpose.ROTATE_180, "transpose": Image.Transpose.TRANSPOSE,
+             "transpose_anti": Image.Transpose.TRANSVERSE}
+    for view, t in pairs.items():
+        d = _hd(views.pdq_bits(views.dihedral(dcts, view)), imagehashes.pdq(img.transpose(t))[0])
+        assert d <= 16, (view, d)  # exact but for the box filter's edges (real photos: p90 2 bits)
+    assert views.pdq_bits(dcts[0]) == imagehashes.pdq(img)[0]
+
+
+def test_mirror_phash_is_the_mirrored_images_phash():
+    from shardguard.transforms.features import compute_row_features
+
+    img = make_image(11).resize((300, 200))
+
+    def feats(im):
+        row = {"row": 0, "key": "k", "key_derived": False, "status": "success", "image": encode(im, "PNG")}
+        return compute_row_features(row, ("pdq", "phash"), 10**9, views="default")[0]
+
+    a, b = feats(img), feats(ImageOps.mirror(img))
+    assert {v["view"]: v["phash"] for v in a["views"]}["mirror"] == b["phash"]
+
+
+def test_uniform_border_finds_a_jpeg_letterbox_to_the_pixel():
+    img = make_image(12, 200)
+    for fill in ((0, 0, 0), (255, 255, 255), (128, 128, 128)):
+        canvas = Image.new("RGB", (200 + 2 * 37, 200 + 2 * 21), fill)
+        canvas.paste(img, (37, 21))
+        gray = np.asarray(Image.open(io.BytesIO(encode(canvas, quality=85))).convert("L"))
+        border = views.uniform_border(gray)
+        assert border is not None and all(abs(a - b) <= 1 for a, b in zip(border, (21, 21, 37, 37))), (fill, border)
+    assert views.uniform_border(np.asarray(img.convert("L"))) is None
+    assert views.uniform_border(np.zeros((100, 100), np.uint8)) is None  # all border: nothing to trim to
+
+
+def test_robust_config_is_validated(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("robust:\n  views: most\n  phash_max_distance: 40\n")
+    assert run_scan(["--config", str(cfg), "--input", str(tmp_path / "x.parquet"), "--output", str(tmp_path / "o")]) == 2
+
+
+def test_seed_views_are_recorded_and_a_refilter_reuses_them_without_the_inputs(data, tmp_path):
+    import json
+    import shutil
+
+    from shardguard.pipelines.cli import main as cli
+
+    d, _ = data
+    shutil.copytree(d / "in", tmp_path / "in")
+    assert run_scan(["--input", str(tmp_path / "in" / "*.parquet"), "--output", str(tmp_path / "p"), "--quiet",
+                     *_lists(d)]) == 0
+    (s,) = json.loads((tmp_path / "p" / "manifest.json").read_text())["shards"]
+    assert s["outputs"]["seeds"]["rows"] == 44  # the seed's views (default set)
+    assert cli(["manifest", "verify", str(tmp_path / "p")]) == 0
+    (tmp_path / "in").rename(tmp_path / "gone")  # the seeds' images can no longer be read
+    assert refilter(["--from", str(tmp_path / "p"), "--output", str(tmp_path / "c"), "--quiet"]) == 0
+    a, b = tree_bytes(tmp_path / "p"), tree_bytes(tmp_path / "c")
+    assert a["review/00000.parquet"] == b["review/00000.parquet"] and a["seeds/00000.parquet"] == b["seeds/00000.parquet"]
+
+
+def test_a_seed_whose_input_changed_is_refused(data, tmp_path):
+    import shutil
+
+    d, keys = data
+    shutil.copytree(d / "in", tmp_path / "in")
+    only_other = tmp_path / "other.txt"
+    only_other.write_text((d / "pdq.txt").read_text().splitlines()[1] + "\n")
+    assert run_scan(["--input", str(tmp_path / "in" / "*.parquet"), "--output", str(tmp_path / "p"), "--quiet",
+                     "--hash-list", f"pdq={only_other}"]) == 0  # no seed: the parent hashed no seed views
+    t = pq.read_table(tmp_path / "in" / "00000.parquet").to_pylist()
+    t[0]["jpg"] = encode(make_image(7001), quality=70)  # the seed's bytes replaced (same picture)
+    write_shard(str(tmp_path / "in" / "00000.parquet"), t)
+    # the md5 list makes row 0 a seed: its views must be hashed from the input, which changed
+    assert refilter(["--from", str(tmp_path / "p"), "--output", str(tmp_path / "c"), "--quiet",
+                     "--hash-list", f"md5={d / 'md5.txt'}"]) == 1
+    m = __import__("json").loads((tmp_path / "c" / "manifest.json").read_text())
+    assert "cannot be read to hash its seeds" in m["shards"][0]["failure"]["message"]

@@ -1,0 +1,280 @@
+"""Hash-based expansion around confirmed matches, a dataset-scope rule that needs no model.
+
+Seeds are the rows a ``remove`` list of a confirming hash (exact, or PDQ: ``HashType.confirms``) matched
+on their as-stored image; views do not make seeds, nor do 64-bit pHash/dHash lists, whose chance
+collisions would spread through the expansion.
+Each seed's image is read again from its input (seeds are few; the bytes go to no output), and a rich
+set of views of it is hashed (crops, corner crops, zoom-outs, small rotations, caption strips, mirror:
+``indexes/views.py::seed_views``). Every row of the dataset whose as-stored PDQ (quality ≥ 50) and
+pHash are both within the strict joint rule of one seed view is flagged ``neighbor-of-known-bad``
+(default action quarantine; the match records the seed, the view and the PDQ distance). Neighbours
+are never seeds in turn: flat images that got the same frame or banner sit close to each other, so
+iterating would spread along template collisions.
+"""
+from __future__ import annotations
+
+import hashlib
+
+import apache_beam as beam
+import numpy as np
+import pyarrow as pa
+
+from shardguard.transforms.contracts import DatasetMatches, FailureRecord, MatchRecord
+from shardguard.transforms.rules import DATASET, SIDE, Rule, column
+from shardguard.transforms.rules.expansion import NEIGHBOR_SOURCE, BoundedSeeds
+
+
+def seed_rows(table, seed_rules) -> list[int]:
+    """Rows a seed rule matched on the as-stored image (``type`` without a view)."""
+    hit = set()
+    for rule in seed_rules:
+        for i, matches in enumerate(rule.match(table)):
+            if any("@" not in m.type for m in matches):
+                hit.add(i)
+    return sorted(hit)
+
+
+def view_hashes(img, full: bool) -> list[tuple[str, str, int, str]]:
+    """(view, pdq, quality, phash) of a seed image's views (``seed_views``)."""
+    from shardguard.indexes import imagehashes, views
+
+    out = []
+    for name, v in views.seed_views(img, full).items():
+        pdq, quality = imagehashes.pdq(v)
+        out.append((name, pdq, quality, imagehashes.phash(v.convert("L"))))
+    return out
+
+
+def _codes(hexes: list[str], nbytes: int) -> np.ndarray:
+    return np.frombuffer(bytes.fromhex("".join(hexes)), np.uint8).reshape(len(hexes), nbytes)
+
+
+def neighbours(table, shard: str, seeds: list, rule: "HashExpansion") -> list[tuple[int, MatchRecord]]:
+    """(row, match) for rows whose as-stored PDQ and pHash are within the joint rule of a seed view.
+    The PDQ half is a FAISS binary range search over the seed views (~44 per seed), the pHash half
+    checks only its hits."""
+    import faiss
+
+    pdq, qual, ph, keys = (column(table, c) for c in ("pdq", "pdq_quality", "phash", "key"))
+    rows = [i for i in range(table.num_rows) if pdq[i] and ph[i] and (qual[i] or 0) >= rule.min_quality]
+    if not rows or not seeds:
+        return []
+    index = faiss.IndexBinaryFlat(256)
+    index.add(_codes([s[2] for s in seeds], 32))
+    # FAISS returns distances strictly below the radius
+    lims, dists, ids = index.range_search(_codes([pdq[i] for i in rows], 32), rule.pdq_distance + 1)
+    s_ph = np.array([int(s[4], 16) for s in seeds], dtype=np.uint64)
+    seed_ids = {s[0] for s in seeds}
+    out = []
+    for j, i in enumerate(rows):
+        lo, hi = int(lims[j]), int(lims[j + 1])
+        if lo == hi or f"{shard}/{keys[i]}" in seed_ids:
+            continue  # no neighbour, or a seed: a confirming list matched it already
+        cand = ids[lo:hi]
+        dh = np.array([(int(x) ^ int(ph[i], 16)).bit_count() for x in s_ph[cand]])
+        found = sorted((int(d), seeds[c][0], seeds[c][1]) for d, c, h in zip(dists[lo:hi], cand, dh)
+                       if h <= rule.phash_distance)
+        seen: set[str] = set()
+        for d, seed, view in found:
+            if seed not in seen and len(seen) < rule.max_per_row:
+                seen.add(seed)
+                out.append((i, MatchRecord(NEIGHBOR_SOURCE, "neighbor", f"pdq@{view}", seed, float(d))))
+    return out
+
+
+SEED_SCHEMA = pa.schema([("seed", pa.string()), ("view", pa.string()), ("pdq", pa.string()),
+                         ("pdq_quality", pa.int32()), ("phash", pa.string())])
+
+
+class _SeedViewsFn(beam.DoFn):
+    """A shard's seeds and their views' hashes. Views already hashed — by this run before a restart,
+    or by the parent of a re-filter (``seeds/<shard>.parquet``, checked against its recorded sha256)
+    — are reused; only new seeds' images are read again from the input."""
+
+    def __init__(self, rule: "HashExpansion", layout, shared):
+        self._rule, self._layout, self._shared = rule, layout, shared
+
+    def setup(self):
+        """Load the seed lists once per worker process."""
+        for r in self._rule.seed_rules:
+            r.setup(self._shared)
+
+    def process(self, ref):
+        """(seed, view, pdq, quality, phash) of every seed of one shard (or an error marker)."""
+        from shardguard.indexes.arrowio import read_table
+
+        if ref.features is None:
+            return
+        table = read_table(self._layout.abs(ref.features["path"]))
+        keys, pdq = column(table, "key"), column(table, "pdq")
+        # rows without a PDQ (not decodable: an md5 list can match any bytes) have no views to hash
+        seeds = {f"{ref.shard}/{keys[i]}": i for i in seed_rows(table, self._rule.seed_rules) if pdq[i]}
+        path = self._layout.output("seeds", ref.shard)
+        if not seeds:
+            _remove(path)  # a stale file of an earlier run with other lists
+            return
+        known = self._known(ref, path) if self._rule.reuse else {}
+        new = {i for seed, i in seeds.items() if seed not in known}
+        try:
+            known.update(self._views(ref, table, new) if new else {})
+        except Exception as exc:  # noqa: BLE001 - the expansion would be incomplete: every shard says so
+            yield ("error", ref.shard, _read_error(exc), 0, "")
+            return
+        rows = [(seed, *v) for seed in sorted(seeds, key=seeds.get) for v in known.get(seed, ())]
+        self._save(path, rows)
+        yield from rows
+
+    def _known(self, ref, path: str) -> dict:
+        """seed → its views' hashes, from this run's file or the parent's (same view set only)."""
+        from shardguard.indexes import fileio
+
+        parent = ref.spec.parent
+        sources = [(path, None)]
+        if parent is not None and "seeds" in parent.outputs:
+            meta = parent.outputs["seeds"]
+            sources.append((fileio.join(parent.run_dir, meta["path"]), meta["sha256"]))
+        known: dict = {}
+        for src, sha in sources:
+            for seed, view, pdq, quality, phash in _load(src, sha, self._rule.view_set()):
+                known.setdefault(seed, []).append((view, pdq, quality, phash))
+        return known
+
+    def _views(self, ref, table, rows: set[int]) -> dict:
+        """seed → views' hashes of the images of ``rows``, read again from the input; their bytes
+        must still hash to what the features recorded (an input changed since is refused)."""
+        from shardguard.transforms.contracts import ColumnNames
+        from shardguard.transforms.decode import decode_image
+        from shardguard.transforms.formats import InputChanged, get_format
+
+        check = next((c for c in ("sha256", "md5") if c in table.column_names), None)
+        recorded = column(table, check) if check else None
+        out = {}
+        for row in get_format(ref.spec.format).iter_rows(ref.info, self._rule.columns or ColumnNames()):
+            i = row["row"]
+            if i not in rows or not row.get("image"):
+                continue
+            if recorded is not None and recorded[i] and hashlib.new(check, row["image"]).hexdigest() != recorded[i]:
+                raise InputChanged(f"row {i}'s image bytes differ from those the features were computed from")
+            out[f"{ref.shard}/{row['key']}"] = view_hashes(decode_image(row["image"]).rgb, self._rule.full)
+        return out
+
+    def _save(self, path: str, rows: list) -> None:
+        """Write the shard's seeds file, unless it already holds exactly these bytes (a rerun of a
+        done shard rewrites nothing)."""
+        import io
+
+        import pyarrow.parquet as pq
+
+        from shardguard.indexes import fileio
+
+        table = pa.Table.from_pylist([dict(zip(SEED_SCHEMA.names, r)) for r in rows], schema=SEED_SCHEMA)
+        buf = io.BytesIO()
+        pq.write_table(table.replace_schema_metadata({"view_set": self._rule.view_set()}), buf, compression="zstd")
+        data = buf.getvalue()
+        if not self._rule.reuse or not (fileio.exists(path) and fileio.read_bytes(path) == data):
+            fileio.write_atomic(path, data)
+
+
+def _read_error(exc: Exception) -> str:
+    hint = " (if the inputs moved: --relocate OLD=NEW)" if isinstance(exc, (OSError, FileNotFoundError)) else ""
+    return f"{type(exc).__name__}: {str(exc)[:200]}{hint}"
+
+
+def _load(path: str, sha256: str | None, view_set: str) -> list[tuple]:
+    """Rows of a seeds file, or none when it is absent, of another view set, or not the recorded bytes."""
+    import io
+
+    import pyarrow.parquet as pq
+
+    from shardguard.indexes import fileio
+
+    if not fileio.exists(path):
+        return []
+    data = fileio.read_bytes(path)
+    if sha256 is not None and hashlib.sha256(data).hexdigest() != sha256:
+        return []
+    table = pq.read_table(io.BytesIO(data))
+    if (table.schema.metadata or {}).get(b"view_set") != view_set.encode():
+        return []
+    return list(zip(*(table.column(n).to_pylist() for n in SEED_SCHEMA.names)))
+
+
+def _remove(path: str) -> None:
+    from apache_beam.io.filesystems import FileSystems
+
+    from shardguard.indexes import fileio
+
+    if fileio.exists(path):
+        FileSystems.delete([path])
+
+
+class HashExpansion(Rule):
+    """``neighbor-of-known-bad`` by hashes: rows near a view of a confirmed match (module doc)."""
+
+    kinds = ("neighbor",)
+    scope = DATASET
+
+    def __init__(self, seed_rules: list, full: bool = False, pdq_distance: int = 31, phash_distance: int = 12,
+                 min_quality: int = 50, action: str = "quarantine", max_seeds: int = 10_000, max_per_row: int = 10,
+                 columns=None, reuse: bool = True):
+        self.seed_rules, self.full = list(seed_rules), full
+        self.pdq_distance, self.phash_distance, self.min_quality = pdq_distance, phash_distance, min_quality
+        self.action, self.max_seeds, self.max_per_row, self.columns = action, max_seeds, max_per_row, columns
+        self.reuse = reuse  # False under --force: hash every seed's views again
+
+    @classmethod
+    def build(cls, ctx) -> list[Rule]:  # noqa: D102
+        r = ctx.cfg.robust
+        from shardguard.indexes.hashtypes import get_hash_type
+
+        seeds = [s for s in ctx.seed_rules() if get_hash_type(s.hash_type).confirms]
+        if not r.expansion or r.views == "off" or not seeds or not {"pdq", "phash"} <= set(ctx.cfg.hashes):
+            return []
+        return [cls(seeds, r.views == "full", r.pdq_max_distance, r.phash_max_distance, 50, r.action,
+                    r.max_seeds, r.max_per_row, ctx.columns, reuse=not ctx.cfg.force)]
+
+    @classmethod
+    def example(cls, directory: str, table) -> "HashExpansion":  # noqa: D102
+        from shardguard.transforms.rules.hashlists import HashListRule
+
+        return cls([HashListRule.example(directory, table)], pdq_distance=64, phash_distance=32, min_quality=0)
+
+    def reasons(self) -> dict[str, str]:  # noqa: D102
+        return {NEIGHBOR_SOURCE: self.action}
+
+    def view_set(self) -> str:
+        """Which seed views are hashed (a seeds file of another set is not reused)."""
+        return f"seed-views-v1-{'full' if self.full else 'default'}"
+
+    def requires(self) -> set[str]:  # noqa: D102
+        return {"pdq", "pdq_quality", "phash"}
+
+    def fingerprint(self):  # noqa: D102
+        return ["hash-expansion", [r.fingerprint() for r in self.seed_rules], self.full, self.pdq_distance,
+                self.phash_distance, self.min_quality, self.action, self.max_seeds, self.max_per_row]
+
+    def expand(self, refs, ctx) -> dict:  # noqa: D102
+        seeds = (refs | "SeedViews" >> beam.ParDo(_SeedViewsFn(self, ctx.layout, ctx.shared))
+                 | "BoundSeeds" >> beam.CombineGlobally(BoundedSeeds(self.max_seeds * 64)))
+        return {SIDE: seeds}
+
+    def side_example(self, tables: dict, shared) -> dict:
+        """Seed views of the example table's first seed (its own hashes stand in for an image)."""
+        for r in self.seed_rules:
+            r.setup(shared)
+        (shard, t), = tables.items()
+        rows = seed_rows(t, self.seed_rules)
+        pdq, qual, ph, keys = (column(t, c) for c in ("pdq", "pdq_quality", "phash", "key"))
+        seeds = [(f"{shard}/{keys[i]}", "as-is", pdq[i], qual[i], ph[i]) for i in rows if pdq[i] and ph[i]][:1]
+        return {"count": len(seeds), "limit": self.max_seeds, "seeds": seeds}
+
+    def shard_matches(self, table, ref, side) -> DatasetMatches:  # noqa: D102
+        errors = [s for s in side["seeds"] if s[0] == "error"]
+        if errors:
+            return DatasetMatches(failure=FailureRecord("expand", "SeedUnreadable", f"hash expansion: the input of "
+                                                        f"shard {errors[0][1]} cannot be read to hash its seeds: "
+                                                        f"{errors[0][2]}"))
+        if side["count"] > side["limit"]:
+            return DatasetMatches(failure=FailureRecord("expand", "SeedLimitExceeded", f"hash expansion: "
+                                                        f"{side['count']} seed views, more than {side['limit']}"))
+        return DatasetMatches(rows=tuple(neighbours(table, ref.shard, side["seeds"], self)))
