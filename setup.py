@@ -64,6 +64,7 @@ setup(
         "torch>=2.1",
         "open-clip-torch>=2.24",
         "safetensors>=0.4",
+        "threadpoolctl>=3.1",
     ],
     extras_require={
         "gpu": ["faiss-gpu-cu12"],

@@ -89,10 +89,16 @@ class DecodeConfig:
     max_pixels: int = DEFAULT_MAX_PIXELS
     on_error: str = "drop"
     exact: bool = False  # True: full decode, hashes bit-identical to imagehash/pdqhash on the image
+    # BLAS threads per worker process in the features stage: the runner's workers are the parallelism
+    # (each BLAS pool spinning up all cores inside every worker made them fight); 0: BLAS's default
+    blas_threads: int = 1
 
     def problems(self):
         """(key, message) for every invalid field."""
         out = []
+        if not is_int(self.blas_threads) or self.blas_threads < 0:
+            out.append(("blas_threads", f"blas_threads must be 0 (BLAS's default) or a positive integer, "
+                                        f"got {self.blas_threads!r}"))
         if not is_int(self.max_pixels) or self.max_pixels <= 0:
             out.append(("max_pixels", f"max_pixels must be a positive integer (usual: {DEFAULT_MAX_PIXELS}), "
                                       f"got {self.max_pixels!r}"))

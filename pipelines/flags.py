@@ -22,6 +22,8 @@ FLAGS = (
     ("--hashes", ("hashes",), "comma-separated hash types to compute (default md5,sha256,phash,dhash,pdq)"),
     ("--on-error", ("decode", "on_error"), "undecodable rows: drop (default, fail closed) or keep-and-flag"),
     ("--max-pixels", ("decode", "max_pixels"), "decompression-bomb limit in pixels (default 89478485)"),
+    ("--blas-threads", ("decode", "blas_threads"), "BLAS threads per worker process (default 1; 0: BLAS's own "
+                                                   "default, for one worker per machine)"),
     ("--exact-decode", ("decode", "exact"), "decode in full: pHash/dHash bit-identical to imagehash (slower)"),
     ("--image-column", ("columns", "image"), "image bytes column (default jpg)"),
     ("--key-column", ("columns", "key"), "key column (default key)"),
@@ -50,7 +52,7 @@ FLAGS = (
 )
 _BOOL = {"--exact-decode", "--force", "--redact-urls", "--features-only"}
 _REPEAT = {"--input", "--hash-list", "--concepts"}
-_INT = {"--max-pixels", "--batch-size"}
+_INT = {"--max-pixels", "--batch-size", "--blas-threads"}
 _FLOAT = {"--expand-threshold", "--min-clip-score"}
 
 

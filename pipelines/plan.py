@@ -122,7 +122,7 @@ class RunPlan:
         """What the features stage needs."""
         cfg = self.cfg
         return FeatureSettings(tuple(self.extractors), cfg.decode.max_pixels, cfg.decode.exact, self.columns,
-                               self.features_fp, cfg.force, self.metadata_only)
+                               self.features_fp, cfg.force, self.metadata_only, cfg.decode.blas_threads)
 
     def verdict_settings(self) -> VerdictSettings:
         """What the verdict stage needs."""

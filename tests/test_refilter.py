@@ -161,3 +161,22 @@ def test_refilter_under_multi_processing_equals_in_process(runs, tmp_path):
     assert refilter(args + ["--output", str(tmp_path / "b"), "--direct_running_mode=multi_processing",
                             "--direct_num_workers=2"]) == 0
     assert _comparable(tmp_path / "a") == _comparable(tmp_path / "b")
+
+
+def test_unchanged_shards_are_hard_linked_from_the_parent_after_the_check(runs, tmp_path):
+    src, planted, d = runs
+    assert refilter(["--from", str(d / "parent"), "--output", str(tmp_path / "same"), "--quiet"]) == 0
+    for kind in ("clean", "features"):
+        for p in sorted((d / "parent" / kind).glob("*.parquet")):
+            assert (tmp_path / "same" / kind / p.name).stat().st_ino == p.stat().st_ino, (kind, p.name)
+    # a parent clean file whose bytes are not the recorded ones is refused, never linked
+    victim = tmp_path / "victim"
+    import shutil
+
+    shutil.copytree(d / "parent", victim)
+    shard = sorted((victim / "clean").glob("*.parquet"))[0]
+    data = shard.read_bytes()
+    shard.unlink()
+    shard.write_bytes(data[:-1] + bytes([data[-1] ^ 1]))
+    assert refilter(["--from", str(victim), "--output", str(tmp_path / "bad"), "--quiet"]) == 1
+    assert not (tmp_path / "bad" / "clean" / shard.name).exists()

@@ -23,6 +23,7 @@ from shardguard.transforms.contracts import ColumnNames, FailureRecord, RunLayou
 from shardguard.transforms.features import ERROR, FeatureRunner, MetadataRunner, features_table
 from shardguard.transforms.formats import get_format, resolve_columns
 from shardguard.transforms.records import write_table
+from shardguard.transforms.threads import limit_blas
 
 _LOG = logging.getLogger(__name__)
 MARKER_FORMAT = "shardguard-features/1"
@@ -40,6 +41,7 @@ class FeatureSettings:
     fingerprint: str
     force: bool = False
     metadata_only: bool = False  # a pre-filter: rows are URLs, no image is read
+    blas_threads: int = 1  # per worker process (decode.blas_threads)
 
 
 def read_marker(layout: RunLayout, shard: str) -> dict | None:
@@ -137,7 +139,7 @@ def adopt_parent(spec: ShardSpec, layout: RunLayout) -> ShardRef:
                          compression=old.compression if old else None,
                          layout_sha256=old.layout_sha256 if old else None,
                          footer_size=old.footer_size if old else None, columns=old.columns if old else ())
-        sha = fileio.copy_verified(fileio.join(parent.run_dir, src["path"]), dst, src["sha256"])
+        sha = fileio.copy_verified(fileio.join(parent.run_dir, src["path"]), dst, src["sha256"], link=True)
     except Exception as exc:  # noqa: BLE001 - recorded as a failed shard; the run goes on
         return ShardRef(spec, None, None, FailureRecord.of("refilter-read", exc))
     file = {"path": layout.rel(dst), "sha256": sha, "rows": src["rows"]}
@@ -157,6 +159,7 @@ class FeaturesFn(beam.DoFn):
     def setup(self):
         """Load the extractors' heavy objects once per worker process."""
         if self._settings is not None:
+            limit_blas(self._settings.blas_threads)
             for e in self._settings.extractors:
                 e.setup(self._shared)
             s = self._settings

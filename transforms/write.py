@@ -88,7 +88,7 @@ def write_clean(ref: ShardRef, keep: set[int], layout: RunLayout, cols) -> dict:
         for kind in dst:
             f = parent.outputs[kind]
             try:
-                sha = fileio.copy_verified(fileio.join(parent.run_dir, f["path"]), dst[kind], f["sha256"])
+                sha = fileio.copy_verified(fileio.join(parent.run_dir, f["path"]), dst[kind], f["sha256"], link=True)
             except (ValueError, OSError) as exc:
                 raise InputChanged(f"parent clean file {f['path']}: {exc}"[:500]) from None
             out[kind] = {"sha256": sha, "rows": f["rows"]}
