@@ -80,19 +80,28 @@ class BoundedSeeds(beam.CombineFn):
         return {"count": acc[0], "limit": self._limit, "seeds": sorted(acc[1], key=lambda s: (s[0], s[1]))}
 
 
-class _SeedsFn(beam.DoFn):
-    def __init__(self, rule: "KnnExpansion", layout, shared):
+class SeedsDoFn(beam.DoFn):
+    """Base of an expansion's per-shard seed step: the rule's seed lists loaded once per worker, and
+    a shard's features table (None for a shard without features)."""
+
+    def __init__(self, rule, layout, shared):
         self._rule, self._layout, self._shared = rule, layout, shared
 
     def setup(self):
+        """Load the seed lists once per worker process."""
         for r in self._rule.seed_rules:
             r.setup(self._shared)
 
+    def features(self, ref):
+        """The shard's features table, or None when its features failed."""
+        return None if ref.features is None else read_table(self._layout.abs(ref.features["path"]))
+
+
+class _SeedsFn(SeedsDoFn):
     def process(self, ref):
-        if ref.features is None:
-            return
-        table = read_table(self._layout.abs(ref.features["path"]))
-        yield from seeds_of(table, ref.shard, self._rule.seed_rules)
+        table = self.features(ref)
+        if table is not None:
+            yield from seeds_of(table, ref.shard, self._rule.seed_rules)
 
 
 class KnnExpansion(Rule):

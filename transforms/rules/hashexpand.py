@@ -21,7 +21,7 @@ import pyarrow as pa
 
 from shardguard.transforms.contracts import DatasetMatches, FailureRecord, MatchRecord
 from shardguard.transforms.rules import DATASET, SIDE, Rule, column
-from shardguard.transforms.rules.expansion import NEIGHBOR_SOURCE, BoundedSeeds
+from shardguard.transforms.rules.expansion import NEIGHBOR_SOURCE, BoundedSeeds, SeedsDoFn
 
 
 def seed_rows(table, seed_rules) -> list[int]:
@@ -86,26 +86,16 @@ SEED_SCHEMA = pa.schema([("seed", pa.string()), ("view", pa.string()), ("pdq", p
                          ("pdq_quality", pa.int32()), ("phash", pa.string())])
 
 
-class _SeedViewsFn(beam.DoFn):
+class _SeedViewsFn(SeedsDoFn):
     """A shard's seeds and their views' hashes. Views already hashed — by this run before a restart,
     or by the parent of a re-filter (``seeds/<shard>.parquet``, checked against its recorded sha256)
     — are reused; only new seeds' images are read again from the input."""
 
-    def __init__(self, rule: "HashExpansion", layout, shared):
-        self._rule, self._layout, self._shared = rule, layout, shared
-
-    def setup(self):
-        """Load the seed lists once per worker process."""
-        for r in self._rule.seed_rules:
-            r.setup(self._shared)
-
     def process(self, ref):
         """(seed, view, pdq, quality, phash) of every seed of one shard (or an error marker)."""
-        from shardguard.indexes.arrowio import read_table
-
-        if ref.features is None:
+        table = self.features(ref)
+        if table is None:
             return
-        table = read_table(self._layout.abs(ref.features["path"]))
         keys, pdq = column(table, "key"), column(table, "pdq")
         # rows without a PDQ (not decodable: an md5 list can match any bytes) have no views to hash
         seeds = {f"{ref.shard}/{keys[i]}": i for i in seed_rows(table, self._rule.seed_rules) if pdq[i]}
