@@ -3,7 +3,8 @@
 Seeds are the rows a ``remove`` list of a confirming hash (exact, or PDQ: ``HashType.confirms``) matched
 on their as-stored image; views do not make seeds, nor do 64-bit pHash/dHash lists, whose chance
 collisions would spread through the expansion.
-Each seed's image is read again from its input (seeds are few; the bytes go to no output), and a rich
+Each seed's image is read again from its input (seeds are few; the bytes go to no output;
+``seedviews.py`` caches the result), and a rich
 set of views of it is hashed (crops, corner crops, zoom-outs, small rotations, caption strips, mirror:
 ``indexes/views.py::seed_views``). Every row of the dataset whose as-stored PDQ (quality ≥ 50) and
 pHash are both within the strict joint rule of one seed view is flagged ``neighbor-of-known-bad``
@@ -13,36 +14,13 @@ iterating would spread along template collisions.
 """
 from __future__ import annotations
 
-import hashlib
-
 import apache_beam as beam
 import numpy as np
-import pyarrow as pa
 
 from shardguard.transforms.contracts import DatasetMatches, FailureRecord, MatchRecord
 from shardguard.transforms.rules import DATASET, SIDE, Rule, column
-from shardguard.transforms.rules.expansion import NEIGHBOR_SOURCE, BoundedSeeds, SeedsDoFn
-
-
-def seed_rows(table, seed_rules) -> list[int]:
-    """Rows a seed rule matched on the as-stored image (``type`` without a view)."""
-    hit = set()
-    for rule in seed_rules:
-        for i, matches in enumerate(rule.match(table)):
-            if any("@" not in m.type for m in matches):
-                hit.add(i)
-    return sorted(hit)
-
-
-def view_hashes(img, full: bool) -> list[tuple[str, str, int, str]]:
-    """(view, pdq, quality, phash) of a seed image's views (``seed_views``)."""
-    from shardguard.indexes import imagehashes, views
-
-    out = []
-    for name, v in views.seed_views(img, full).items():
-        pdq, quality = imagehashes.pdq(v)
-        out.append((name, pdq, quality, imagehashes.phash(v.convert("L"))))
-    return out
+from shardguard.transforms.rules.expansion import NEIGHBOR_SOURCE, BoundedSeeds
+from shardguard.transforms.rules.seedviews import SeedViewsFn, seed_rows
 
 
 def _codes(hexes: list[str], nbytes: int) -> np.ndarray:
@@ -80,122 +58,6 @@ def neighbours(table, shard: str, seeds: list, rule: "HashExpansion") -> list[tu
                 seen.add(seed)
                 out.append((i, MatchRecord(NEIGHBOR_SOURCE, "neighbor", f"pdq@{view}", seed, float(d))))
     return out
-
-
-SEED_SCHEMA = pa.schema([("seed", pa.string()), ("view", pa.string()), ("pdq", pa.string()),
-                         ("pdq_quality", pa.int32()), ("phash", pa.string())])
-
-
-class _SeedViewsFn(SeedsDoFn):
-    """A shard's seeds and their views' hashes. Views already hashed — by this run before a restart,
-    or by the parent of a re-filter (``seeds/<shard>.parquet``, checked against its recorded sha256)
-    — are reused; only new seeds' images are read again from the input."""
-
-    def process(self, ref):
-        """(seed, view, pdq, quality, phash) of every seed of one shard (or an error marker)."""
-        table = self.features(ref)
-        if table is None:
-            return
-        keys, pdq = column(table, "key"), column(table, "pdq")
-        # rows without a PDQ (not decodable: an md5 list can match any bytes) have no views to hash
-        seeds = {f"{ref.shard}/{keys[i]}": i for i in seed_rows(table, self._rule.seed_rules) if pdq[i]}
-        path = self._layout.output("seeds", ref.shard)
-        if not seeds:
-            _remove(path)  # a stale file of an earlier run with other lists
-            return
-        known = self._known(ref, path) if self._rule.reuse else {}
-        new = {i for seed, i in seeds.items() if seed not in known}
-        try:
-            known.update(self._views(ref, table, new) if new else {})
-        except Exception as exc:  # noqa: BLE001 - the expansion would be incomplete: every shard says so
-            yield ("error", ref.shard, _read_error(exc), 0, "")
-            return
-        rows = [(seed, *v) for seed in sorted(seeds, key=seeds.get) for v in known.get(seed, ())]
-        self._save(path, rows)
-        yield from rows
-
-    def _known(self, ref, path: str) -> dict:
-        """seed → its views' hashes, from this run's file or the parent's (same view set only)."""
-        from shardguard.indexes import fileio
-
-        parent = ref.spec.parent
-        sources = [(path, None)]
-        if parent is not None and "seeds" in parent.outputs:
-            meta = parent.outputs["seeds"]
-            sources.append((fileio.join(parent.run_dir, meta["path"]), meta["sha256"]))
-        known: dict = {}
-        for src, sha in sources:
-            for seed, view, pdq, quality, phash in _load(src, sha, self._rule.view_set()):
-                known.setdefault(seed, []).append((view, pdq, quality, phash))
-        return known
-
-    def _views(self, ref, table, rows: set[int]) -> dict:
-        """seed → views' hashes of the images of ``rows``, read again from the input; their bytes
-        must still hash to what the features recorded (an input changed since is refused)."""
-        from shardguard.transforms.contracts import ColumnNames
-        from shardguard.transforms.decode import decode_image
-        from shardguard.transforms.formats import InputChanged, get_format
-
-        check = next((c for c in ("sha256", "md5") if c in table.column_names), None)
-        recorded = column(table, check) if check else None
-        out = {}
-        for row in get_format(ref.spec.format).iter_rows(ref.info, self._rule.columns or ColumnNames()):
-            i = row["row"]
-            if i not in rows or not row.get("image"):
-                continue
-            if recorded is not None and recorded[i] and hashlib.new(check, row["image"]).hexdigest() != recorded[i]:
-                raise InputChanged(f"row {i}'s image bytes differ from those the features were computed from")
-            out[f"{ref.shard}/{row['key']}"] = view_hashes(decode_image(row["image"]).rgb, self._rule.full)
-        return out
-
-    def _save(self, path: str, rows: list) -> None:
-        """Write the shard's seeds file, unless it already holds exactly these bytes (a rerun of a
-        done shard rewrites nothing)."""
-        import io
-
-        import pyarrow.parquet as pq
-
-        from shardguard.indexes import fileio
-
-        table = pa.Table.from_pylist([dict(zip(SEED_SCHEMA.names, r)) for r in rows], schema=SEED_SCHEMA)
-        buf = io.BytesIO()
-        pq.write_table(table.replace_schema_metadata({"view_set": self._rule.view_set()}), buf, compression="zstd")
-        data = buf.getvalue()
-        if not self._rule.reuse or not (fileio.exists(path) and fileio.read_bytes(path) == data):
-            fileio.write_atomic(path, data)
-
-
-def _read_error(exc: Exception) -> str:
-    hint = " (if the inputs moved: --relocate OLD=NEW)" if isinstance(exc, (OSError, FileNotFoundError)) else ""
-    return f"{type(exc).__name__}: {str(exc)[:200]}{hint}"
-
-
-def _load(path: str, sha256: str | None, view_set: str) -> list[tuple]:
-    """Rows of a seeds file, or none when it is absent, of another view set, or not the recorded bytes."""
-    import io
-
-    import pyarrow.parquet as pq
-
-    from shardguard.indexes import fileio
-
-    if not fileio.exists(path):
-        return []
-    data = fileio.read_bytes(path)
-    if sha256 is not None and hashlib.sha256(data).hexdigest() != sha256:
-        return []
-    table = pq.read_table(io.BytesIO(data))
-    if (table.schema.metadata or {}).get(b"view_set") != view_set.encode():
-        return []
-    return list(zip(*(table.column(n).to_pylist() for n in SEED_SCHEMA.names)))
-
-
-def _remove(path: str) -> None:
-    from apache_beam.io.filesystems import FileSystems
-
-    from shardguard.indexes import fileio
-
-    if fileio.exists(path):
-        FileSystems.delete([path])
 
 
 class HashExpansion(Rule):
@@ -244,7 +106,7 @@ class HashExpansion(Rule):
                 self.phash_distance, self.min_quality, self.action, self.max_seeds, self.max_per_row]
 
     def expand(self, refs, ctx) -> dict:  # noqa: D102
-        seeds = (refs | "SeedViews" >> beam.ParDo(_SeedViewsFn(self, ctx.layout, ctx.shared))
+        seeds = (refs | "SeedViews" >> beam.ParDo(SeedViewsFn(self, ctx.layout, ctx.shared))
                  | "BoundSeeds" >> beam.CombineGlobally(BoundedSeeds(self.max_seeds * 64)))
         return {SIDE: seeds}
 
