@@ -50,7 +50,7 @@ def uniform_border(gray, tol: int = 8, min_frac: float = 0.02) -> tuple[int, int
     for i, box in enumerate(((0, 0, w, 1), (0, h - 1, w, h), (0, 0, 1, h), (w - 1, 0, w, h))):
         lo, hi = img.crop(box).getextrema()
         if hi - lo > tol:
-            continue  # the usual case (no border on this side), decided from one line
+            continue  # the usual case (no border on this side), decided from one 1-pixel crop
         value = (lo + hi) // 2
         if value not in boxes:  # sides of one colour share the pass
             boxes[value] = img.point([255 if abs(x - value) > tol else 0 for x in range(256)]).getbbox()
@@ -87,17 +87,6 @@ def _ringing(inner: np.ndarray, value: int, block: int = 8) -> int:
     while k < block and dev[k] < 0.5 * ref:
         k += 1
     return k
-
-
-def edge_uniform(gray: Image.Image, tol: int = 8) -> bool:
-    """Whether any outermost row or column of an "L" image is uniform (within ``tol``): the cheap test
-    (four 1-pixel crops, no copy of the image) that lets most rows skip ``uniform_border``."""
-    w, h = gray.size
-    for box in ((0, 0, w, 1), (0, h - 1, w, h), (0, 0, 1, h), (w - 1, 0, w, h)):
-        lo, hi = gray.crop(box).getextrema()
-        if hi - lo <= tol:
-            return True
-    return False
 
 
 def trimmed(img: Image.Image, border) -> Image.Image:

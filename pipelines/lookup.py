@@ -120,13 +120,13 @@ def _match_views(rec: dict, cols: dict, found: dict) -> None:
                 dist = found.setdefault(i, {"distances": {}})["distances"]
                 dist[queries[k][0]] = min(int(d[j][k]), dist.get(queries[k][0], 999))
     if rec.get("pdq") and (rec.get("pdq_quality") or 0) >= ht.min_quality and "views" in cols:
-        q = ht.to_codes([rec["pdq"]])[0]
-        for i, views in enumerate(cols["views"]):
-            for v in views or []:
-                if v["pdq"] and (v["pdq_quality"] or 0) >= ht.min_quality:
-                    dv = int(_hamming(ht.to_codes([v["pdq"]]), q)[0])
-                    if dv <= ht.default_max_distance:
-                        found.setdefault(i, {"distances": {}})["distances"][f"pdq@stored-{v['view']}"] = dv
+        stored = [(i, v["view"], v["pdq"]) for i, views in enumerate(cols["views"]) for v in views or []
+                  if v["pdq"] and (v["pdq_quality"] or 0) >= ht.min_quality]
+        if stored:
+            d = _hamming(ht.to_codes([h for _, _, h in stored]), ht.to_codes([rec["pdq"]])[0])
+            for k in np.nonzero(d <= ht.default_max_distance)[0]:
+                i, view, _ = stored[k]
+                found.setdefault(i, {"distances": {}})["distances"][f"pdq@stored-{view}"] = int(d[k])
 
 
 def text(result: dict) -> str:

@@ -158,11 +158,14 @@ def _load_model(cfg: ScanConfig):
 
 
 def hashes_for(cfg: ScanConfig, lists) -> tuple[str, ...]:
-    """The hash types to compute: the configured ones plus what lists and the integrity check need."""
+    """The hash types to compute: the configured ones plus what lists, the integrity check, dedup and
+    the robust views need (``--hashes md5`` never turns a requested check off silently)."""
     wanted = set(cfg.hashes) | {r.sidecar["type"] for r in lists}
     if cfg.integrity.column:
         wanted.add(cfg.integrity.type)
     wanted |= {s.column for s in cfg.dedup.settings() if s.kind != "semantic"}
+    if cfg.robust.views != "off":  # views are PDQ's; hash expansion compares PDQ and pHash
+        wanted |= {"pdq", "phash"} if cfg.robust.expansion else {"pdq"}
     return tuple(n for n in HASH_TYPES if n in wanted)
 
 

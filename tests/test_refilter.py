@@ -106,7 +106,7 @@ def test_refilter_never_decodes_or_loads_a_model(runs, tmp_path, monkeypatch):
 
 def test_missing_feature_is_a_clear_error(sample, tmp_path, capsys):
     src, _ = sample
-    assert _scan(src, tmp_path / "p", extra=["--hashes", "md5", "--features-only"]) == 0
+    assert _scan(src, tmp_path / "p", extra=["--hashes", "md5", "--features-only", *OFF]) == 0
     capsys.readouterr()
     assert refilter(["--from", str(tmp_path / "p"), "--output", str(tmp_path / "c"),
                      "--hash-list", _lists(src)["pdq"]]) == 2

@@ -156,10 +156,35 @@ def test_uniform_border_finds_a_jpeg_letterbox_to_the_pixel():
     assert views.uniform_border(np.zeros((100, 100), np.uint8)) is None  # all border: nothing to trim to
 
 
-def test_robust_config_is_validated(tmp_path):
+def test_robust_config_and_flags_are_validated_before_any_work(data, tmp_path, capsys):
+    d, _ = data
+    base = ["--input", str(d / "in" / "*.parquet"), "--output", str(tmp_path / "o"), *_lists(d)]
     cfg = tmp_path / "c.yaml"
     cfg.write_text("robust:\n  views: most\n  phash_max_distance: 40\n")
-    assert run_scan(["--config", str(cfg), "--input", str(tmp_path / "x.parquet"), "--output", str(tmp_path / "o")]) == 2
+    for extra in (["--config", str(cfg)], ["--robust", "defualt"], ["--blas-threads", "-1"], ["--robust"]):
+        capsys.readouterr()
+        assert run_scan(base + extra) == 2, extra
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("shardguard: error"), (extra, err)
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_narrow_hash_set_does_not_turn_the_expansion_off(data, tmp_path):
+    d, keys = data
+    out = tmp_path / "md5only"
+    assert run_scan(["--input", str(d / "in" / "*.parquet"), "--output", str(out), "--quiet", "--hashes", "md5",
+                     "--hash-list", f"md5={d / 'md5.txt'}"]) == 0
+    review = _records(out, "review")
+    assert {keys["seed-crop"], keys["seed-rot"]} <= set(review)
+
+
+def test_no_image_bytes_of_flagged_rows_reach_any_output(data, scanned):
+    from helpers import assert_bytes_nowhere
+
+    d, keys = data
+    flagged = set(_records(scanned, "removed")) | set(_records(scanned, "review"))
+    rows = pq.read_table(d / "in" / "00000.parquet").to_pylist()
+    assert_bytes_nowhere(scanned, [r["jpg"] for r in rows if r["key"] in flagged])
 
 
 def test_seed_views_are_recorded_and_a_refilter_reuses_them_without_the_inputs(data, tmp_path):

@@ -58,7 +58,7 @@ class ViewsExtractor(FeatureExtractor):
         is found on the pixels PDQ reads (a reduced copy would place the edge a few pixels off)."""
         from shardguard.indexes import imagehashes, views
 
-        if not with_pdq or not views.edge_uniform(img.gray):
+        if not with_pdq:
             return None
         border = views.uniform_border(img.gray)
         if border is None:

@@ -80,8 +80,8 @@ class HashExpansion(Rule):
         from shardguard.indexes.hashtypes import get_hash_type
 
         seeds = [s for s in ctx.seed_rules() if get_hash_type(s.hash_type).confirms]
-        if not r.expansion or r.views == "off" or not seeds or not {"pdq", "phash"} <= set(ctx.cfg.hashes):
-            return []
+        if not r.expansion or r.views == "off" or not seeds:
+            return []  # (pdq and phash are computed whenever expansion is on: plan.hashes_for)
         return [cls(seeds, r.views == "full", r.pdq_max_distance, r.phash_max_distance, 50, r.action,
                     r.max_seeds, r.max_per_row, ctx.columns, reuse=not ctx.cfg.force)]
 
