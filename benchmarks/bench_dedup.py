@@ -98,6 +98,7 @@ def run_dedup(refs, out: str) -> dict:
     import apache_beam as beam
 
     from shardguard.pipelines.config import DedupConfig
+    from shardguard.pipelines.dataplane import size_flushed_data_plane
     from shardguard.pipelines.options import pipeline_options
     from shardguard.transforms.contracts import ColumnNames, RunLayout
     from shardguard.transforms.rules.dedup import DedupRule
@@ -107,7 +108,7 @@ def run_dedup(refs, out: str) -> dict:
     rules = [DedupRule(s) for s in DedupConfig(kinds=("exact", "perceptual"), caption_conflicts=None).settings()]
     settings = VerdictSettings(tuple(rules), {}, "drop", False, ColumnNames(), "x")
     ctx = DatasetContext(RunLayout(out), SharedHandles(), settings)
-    with beam.Pipeline(options=pipeline_options([])) as p:
+    with size_flushed_data_plane(), beam.Pipeline(options=pipeline_options([])) as p:
         refs_pc = p | beam.Create(refs)
         for r in rules:
             (refs_pc | f"Run-{r.s.kind}" >> DedupOnly(r, ctx) | f"Rows-{r.s.kind}" >> beam.FlatMap(_rows_of)

@@ -13,6 +13,7 @@ import re
 import sys
 from contextlib import contextmanager
 
+from shardguard.pipelines.dataplane import size_flushed_data_plane
 from shardguard.pipelines.options import UsageError
 from shardguard.pipelines.outputdir import OutputError
 
@@ -57,7 +58,7 @@ def run_beam(build, options):
     import apache_beam as beam
 
     try:
-        with quiet_beam():
+        with quiet_beam(), size_flushed_data_plane():
             p = beam.Pipeline(options=options)
             build(p)
             result = p.run()

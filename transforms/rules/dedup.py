@@ -43,7 +43,10 @@ class DedupSettings:
 
 
 class NodesFn(beam.DoFn):
-    """A shard's rows as dedup nodes with what their kind compares (module doc)."""
+    """A shard's rows as dedup nodes with what their kind compares (module doc); each row's
+    ``Meta`` goes to the ``meta`` output."""
+
+    META = "meta"
 
     def __init__(self, s: DedupSettings, ctx):
         self._s, self._ctx = s, ctx
@@ -55,7 +58,7 @@ class NodesFn(beam.DoFn):
                 r.setup(self._ctx.shared)
 
     def process(self, ref):
-        """(node, value) for every checked row of one shard."""
+        """(node, value) for every checked row of one shard; (node, Meta) to ``meta``."""
         from shardguard.indexes.arrowio import read_table
         from shardguard.transforms.decide import REMOVE
         from shardguard.transforms.rules import column
@@ -70,7 +73,9 @@ class NodesFn(beam.DoFn):
         keys, status = column(table, "key"), column(table, "status")
         for i, (v, cap) in enumerate(zip(row_values(table, self._s), caps)):
             if status[i] == "ok" and v is not None:
-                yield (int(verdicts[i]["verdict"] == REMOVE), ref.shard, i, keys[i], cap or ""), v
+                node = dg.node_id(verdicts[i]["verdict"] == REMOVE, ref.shard, i)
+                yield node, v
+                yield beam.pvalue.TaggedOutput(self.META, (node, dg.Meta(keys[i], cap or "")))
 
 
 def row_values(table, s: DedupSettings) -> list:
@@ -122,8 +127,7 @@ def exact_pairs(kv, s: DedupSettings):
 
 def sample_key(nv) -> str:
     """A deterministic order for the k-means sample (hash of the row's identity)."""
-    node = nv[0]
-    return hashlib.sha256(f"{node[1]}/{node[2]}".encode()).hexdigest()
+    return hashlib.sha256(f"{nv[0][1]}/{nv[0][2]}".encode()).hexdigest()
 
 
 def centroids(sample: list, count: int, s: DedupSettings) -> np.ndarray:
@@ -214,13 +218,13 @@ class DedupRule(Rule):
         """The contract test's view: pairs of one table by brute force (the pipeline joins shards)."""
         from shardguard.transforms.rules import column
 
-        vals = column(table, self.s.column)
+        vals, keys = column(table, self.s.column), column(table, "key")
         groups: dict = {}
         for i, v in enumerate(vals):
             if v is not None:
-                groups.setdefault(v, []).append((0, ref.shard, i, column(table, "key")[i], ""))
-        rows = [dg.duplicate_record(m, min(g), self.s.kind, self.s.column, 0.0)
-                for g in groups.values() if len(g) > 1 for m in g if m != min(g)]
+                groups.setdefault(v, []).append((dg.node_id(False, ref.shard, i), dg.Meta(keys[i], ""), 0.0))
+        rows = [rec for g in groups.values() if len(g) > 1
+                for rec in dg.component_records(min(g)[0], g, self.s.kind, self.s.column, False)]
         return DatasetMatches(rows=tuple((r, m) for _, r, m in rows))
 
 

@@ -62,26 +62,24 @@ def _components(edges):
     return clusters
 
 
-def _member_of(kv):
+def _belongs(kv):
+    """(member, minimum) for every member of a finished component (sent by its minimum)."""
     node, cluster = kv
     m = min(cluster)
-    return [(u, m) for u in cluster if u != m] if node == m else []
+    return [(u, m) for u in cluster] if node == m else []
 
 
-def _record(kv, rule):
+def _to_component(kv):
+    """A component member's (minimum, (node, Meta, closest)), once its metadata has joined."""
     node, grouped = kv
-    if not grouped["rep"]:
-        return
-    rep, closest = grouped["rep"][0], grouped["closest"][0]
-    shard, row, match = dg.duplicate_record(node, rep, rule.s.kind, rule.s.column, closest)
-    yield shard, (row, match)
+    if grouped["rep"]:
+        closest = grouped["closest"][0] if grouped["closest"] else 0.0
+        yield grouped["rep"][0], (node, grouped["meta"][0] if grouped["meta"] else None, closest)
 
 
-def _conflicts(kv):
-    node, cluster = kv
-    if node != min(cluster):
-        return
-    for shard, row, match in dg.conflict_records(cluster):
+def _records(kv, s):
+    rep, members = kv
+    for shard, row, match in dg.component_records(rep, list(members), s.kind, s.column, bool(s.conflicts)):
         yield shard, (row, match)
 
 
@@ -104,10 +102,16 @@ def _shard_matches(kv):
     return shard, DatasetMatches(rows=tuple(sorted(items, key=lambda x: (x[0], x[1].sort_key()))))
 
 
+def _nodes(refs, s, ctx):
+    """(nodes, meta): each checked row's (node, value) and (node, Meta)."""
+    out = refs | "Nodes" >> beam.ParDo(d.NodesFn(s, ctx)).with_outputs(d.NodesFn.META, main="nodes")
+    return out.nodes, out[d.NodesFn.META]
+
+
 def dedup_matches(rule, refs, ctx):
     """(shard, DatasetMatches) of one dedup kind over every shard's features (module doc)."""
     s = rule.s
-    nodes = refs | "Nodes" >> beam.ParDo(d.NodesFn(s, ctx))
+    nodes, meta = _nodes(refs, s, ctx)
     raw = _pairs(rule, nodes)
     overflow = raw | "Overflow" >> beam.Filter(d.is_overflow) | "Sizes" >> beam.Map(lambda x: x[1])
     edges = (raw | "Edges" >> beam.Filter(lambda x: not d.is_overflow(x)) | "EdgeKey" >> beam.Map(_edge_key)
@@ -116,13 +120,10 @@ def dedup_matches(rule, refs, ctx):
         lambda v: _best(list(v), s.kind == "semantic"))
     clusters = _components(edges)
     bad = clusters | "Unconverged" >> beam.Filter(_unconverged) | "CountBad" >> beam.combiners.Count.Globally()
-    members = clusters | "Members" >> beam.FlatMap(_member_of)
-    recs = {"rep": members, "closest": closest} | "JoinClosest" >> beam.CoGroupByKey() \
-        | "Records" >> beam.FlatMap(_record, rule)
-    parts = [recs]
-    if s.conflicts:
-        parts.append(clusters | "Conflicts" >> beam.FlatMap(_conflicts))
-    keyed = parts | "AllRecords" >> beam.Flatten() | "ByShard" >> beam.GroupByKey() | "Matches" >> beam.Map(_shard_matches)
+    members = ({"rep": clusters | "Belongs" >> beam.FlatMap(_belongs), "meta": meta, "closest": closest}
+               | "JoinMeta" >> beam.CoGroupByKey() | "ToComponent" >> beam.FlatMap(_to_component))
+    keyed = (members | "ByComponent" >> beam.GroupByKey() | "Records" >> beam.FlatMap(_records, s)
+             | "ByShard" >> beam.GroupByKey() | "Matches" >> beam.Map(_shard_matches))
     problem = (overflow | "AllOverflow" >> beam.combiners.ToList()
                | "Problem" >> beam.Map(_problem, beam.pvalue.AsSingleton(bad)))
     failed = refs | "Fail" >> beam.FlatMap(lambda ref, p: d.failure_matches(ref, p, s), beam.pvalue.AsSingleton(problem))
