@@ -53,7 +53,7 @@ setup(
     },
     install_requires=[
         "apache-beam>=2.60,<3",
-        "numpy>=1.26,<2.5",
+        "numpy>=2.0,<2.5",
         "pyarrow>=14,<26",
         "pillow>=10,<13",
         "imagehash>=4.3",

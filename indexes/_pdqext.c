@@ -287,8 +287,103 @@ static PyObject *hash(PyObject *self, PyObject *args) {
     return Py_BuildValue("y#i", bits, (Py_ssize_t)32, quality);
 }
 
+/* Pillow's LANCZOS resize of one uint8 grayscale image, given lanczos.py's fixed-point coefficient
+ * matrices (out × in, float64 holding integers). Every product and sum is an integer below 2**31, so
+ * exact in double whatever the order: the result equals lanczos.resize_batch bit for bit, but needs
+ * no batch of same-shaped images (real photos rarely share a shape) and skips the zero coefficients
+ * (each output reads only its band). Horizontal pass first, each pass rounded and clipped like
+ * Pillow's 22-bit fixed point. */
+static double clip8(double acc) {
+    acc = floor((acc + 2097152.0) * (1.0 / 4194304.0));
+    return acc < 0.0 ? 0.0 : (acc > 255.0 ? 255.0 : acc);
+}
+
+static void band(const double *m, int outs, int ins, int *lo, int *hi) {
+    for (int o = 0; o < outs; o++) {
+        const double *row = m + (Py_ssize_t)o * ins;
+        int a = 0, b = ins;
+        while (a < ins && row[a] == 0.0) a++;
+        while (b > a && row[b - 1] == 0.0) b--;
+        lo[o] = a;
+        hi[o] = b;
+    }
+}
+
+static void lanczos_passes(const unsigned char *src, int h, int w, const double *cx, const double *cy, int out_w,
+                           int out_h, int do_x, int do_y, double *tmp, int *lo, int *hi, unsigned char *dst) {
+    int ow = do_x ? out_w : w, oh = do_y ? out_h : h;
+    if (do_x) {
+        band(cx, out_w, w, lo, hi);
+        for (int r = 0; r < h; r++) {
+            const unsigned char *row = src + (Py_ssize_t)r * w;
+            for (int o = 0; o < out_w; o++) {
+                const double *c = cx + (Py_ssize_t)o * w;
+                double s = 0.0;
+                for (int k = lo[o]; k < hi[o]; k++) s += (double)row[k] * c[k];
+                tmp[(Py_ssize_t)r * ow + o] = clip8(s);
+            }
+        }
+    } else {
+        for (Py_ssize_t i = 0; i < (Py_ssize_t)h * w; i++) tmp[i] = (double)src[i];
+    }
+    if (do_y) {
+        band(cy, out_h, h, lo, hi);
+        double *acc = tmp + (Py_ssize_t)h * ow;
+        for (int o = 0; o < out_h; o++) {
+            const double *c = cy + (Py_ssize_t)o * h;
+            for (int j = 0; j < ow; j++) acc[j] = 0.0;
+            for (int k = lo[o]; k < hi[o]; k++) {
+                const double *row = tmp + (Py_ssize_t)k * ow;
+                for (int j = 0; j < ow; j++) acc[j] += row[j] * c[k];
+            }
+            for (int j = 0; j < ow; j++) dst[(Py_ssize_t)o * ow + j] = (unsigned char)clip8(acc[j]);
+        }
+    } else {
+        for (Py_ssize_t i = 0; i < (Py_ssize_t)oh * ow; i++) dst[i] = (unsigned char)tmp[i];
+    }
+}
+
+PyDoc_STRVAR(lanczos_doc,
+"lanczos(gray, h, w, cx, cy, out_w, out_h, do_x, do_y) -> bytes\n\n"
+"One h x w uint8 image resized by coefficient matrices cx (out_w x w) and cy (out_h x h), float64;\n"
+"a pass not asked for (do_x / do_y false) leaves that axis as it is. Equals lanczos.resize_batch.");
+
+static PyObject *lanczos(PyObject *self, PyObject *args) {
+    Py_buffer src, cx, cy;
+    int h, w, out_w, out_h, do_x, do_y;
+    if (!PyArg_ParseTuple(args, "y*iiy*y*iipp", &src, &h, &w, &cx, &cy, &out_w, &out_h, &do_x, &do_y)) return NULL;
+    PyObject *result = NULL;
+    int ow = do_x ? out_w : w, oh = do_y ? out_h : h;
+    if (h <= 0 || w <= 0 || out_w <= 0 || out_h <= 0 || src.len != (Py_ssize_t)h * w ||
+        cx.len != (Py_ssize_t)out_w * w * 8 || cy.len != (Py_ssize_t)out_h * h * 8) {
+        PyErr_SetString(PyExc_ValueError, "lanczos: buffer sizes do not match h, w, out_w, out_h");
+        goto done;
+    }
+    int side = (h > w ? h : w) + out_w + out_h;
+    double *tmp = PyMem_RawMalloc(sizeof(double) * ((size_t)h * ow + (size_t)ow));
+    int *lims = PyMem_RawMalloc(sizeof(int) * 2 * (size_t)side);
+    result = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)oh * ow);
+    if (!tmp || !lims || !result) {
+        Py_CLEAR(result);
+        PyErr_NoMemory();
+    } else {
+        unsigned char *dst = (unsigned char *)PyBytes_AS_STRING(result);
+        Py_BEGIN_ALLOW_THREADS
+        lanczos_passes(src.buf, h, w, cx.buf, cy.buf, out_w, out_h, do_x, do_y, tmp, lims, lims + side, dst);
+        Py_END_ALLOW_THREADS
+    }
+    PyMem_RawFree(tmp);
+    PyMem_RawFree(lims);
+done:
+    PyBuffer_Release(&src);
+    PyBuffer_Release(&cx);
+    PyBuffer_Release(&cy);
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"hash", hash, METH_VARARGS, hash_doc},
+    {"lanczos", lanczos, METH_VARARGS, lanczos_doc},
     {"scratch_buffers", scratch_buffers, METH_NOARGS, "Scratch buffers held, all threads (tests)."},
     {NULL, NULL, 0, NULL},
 };

@@ -9,6 +9,12 @@ pass rounded and clipped to uint8. Float64 products are exact here (|sum| < 2**3
 result is identical to Pillow's integer arithmetic; a test compares it with the installed Pillow on
 random, smooth and binary images of many sizes. Used only for small inputs (the fast decode path's
 drafts), where dense products beat Pillow's per-call set-up.
+
+Real photos rarely share a shape, so a "batch" of same-sized images is usually one image and the
+products pay their set-up per image. ``resize_many`` therefore resizes each image on its own in
+compiled code (``_pdqext.lanczos``: the same coefficients, each output reading only its band of
+non-zero taps; integer-exact, so bit-identical to ``resize_batch``), whatever the shapes; without the
+extension it falls back to ``resize_batch`` per shape.
 """
 from __future__ import annotations
 
@@ -109,6 +115,40 @@ def _clip8(acc: np.ndarray) -> np.ndarray:
     return np.clip(acc, 0, 255, out=acc)
 
 
+def _compiled():
+    try:
+        from shardguard.indexes import _pdqext
+    except ImportError:  # extension not built: the numpy products serve
+        return None
+    return getattr(_pdqext, "lanczos", None)
+
+
+def _checked(shape: tuple[int, int], out_w: int, out_h: int, full, block: int):
+    h, w = shape
+    fw, fh = full if block > 1 else (w, h)
+    cw, ch = block_coefficients(fw, block, out_w), block_coefficients(fh, block, out_h)
+    if cw.shape[1] != w or ch.shape[1] != h:
+        raise ValueError(f"{w}x{h} is not {fw}x{fh} reduced by {block}")
+    return cw, ch
+
+
+def resize_many(grays: list[np.ndarray], out_w: int, out_h: int, full: tuple[int, int] | None = None,
+                block: int = 1) -> np.ndarray:
+    """``resize_batch`` of same-shaped images given as a list: compiled, one image at a time, when
+    the extension is built (no per-batch set-up to amortise), else one batched product."""
+    kernel = _compiled()
+    if kernel is None:
+        return resize_batch(np.stack(grays), out_w, out_h, full, block)
+    cw, ch = _checked(grays[0].shape, out_w, out_h, full, block)
+    h, w = grays[0].shape
+    do_x, do_y = out_w != w or block > 1, out_h != h or block > 1
+    out = np.empty((len(grays), out_h if do_y else h, out_w if do_x else w), np.uint8)
+    for i, g in enumerate(grays):
+        out[i] = np.frombuffer(kernel(np.ascontiguousarray(g), h, w, cw, ch, out_w, out_h, do_x, do_y),
+                               np.uint8).reshape(out.shape[1:])
+    return out
+
+
 def resize_batch(stack: np.ndarray, out_w: int, out_h: int, full: tuple[int, int] | None = None,
                  block: int = 1) -> np.ndarray:
     """``(N, H, W)`` uint8 → ``(N, out_h, out_w)`` uint8, equal to Pillow's
@@ -116,10 +156,7 @@ def resize_batch(stack: np.ndarray, out_w: int, out_h: int, full: tuple[int, int
     images are reductions of ``full`` = (width, height) images by ``block`` and are resized with
     ``block_coefficients`` (approximating Pillow's resize of the full images)."""
     n, h, w = stack.shape
-    fw, fh = full if block > 1 else (w, h)
-    cw, ch = block_coefficients(fw, block, out_w), block_coefficients(fh, block, out_h)
-    if cw.shape[1] != w or ch.shape[1] != h:
-        raise ValueError(f"{w}x{h} is not {fw}x{fh} reduced by {block}")
+    cw, ch = _checked((h, w), out_w, out_h, full, block)
     x = stack.astype(np.float64)
     # Each pass is one 2-D product over the whole stack: numpy's stacked (3-D) matmul loops over
     # the images one small product at a time, ~5× slower for 64-px drafts (measured).

@@ -112,6 +112,7 @@ def test_batched_lanczos_equals_pillow_bit_for_bit(h, w):
         for ow, oh in ((32, 32), (9, 8)):
             want = np.stack([np.asarray(Image.fromarray(a).resize((ow, oh), Image.Resampling.LANCZOS)) for a in stack])
             np.testing.assert_array_equal(lanczos.resize_batch(stack, ow, oh), want)
+            np.testing.assert_array_equal(lanczos.resize_many(list(stack), ow, oh), want)  # compiled, per image
 
 
 @pytest.mark.parametrize("exact,hashes", [(True, ("md5", "phash", "dhash")), (False, ("md5", "phash", "dhash")),
@@ -142,8 +143,24 @@ def test_block_weights_equal_pillow_on_the_full_image_when_blocks_are_constant(f
         want = [np.asarray(Image.fromarray(np.repeat(np.repeat(a, block, 0), block, 1)[:full[1], :full[0]])
                            .resize((ow, oh), Image.Resampling.LANCZOS)) for a in small]
         np.testing.assert_array_equal(lanczos.resize_batch(small, ow, oh, full, block), np.stack(want))
+        np.testing.assert_array_equal(lanczos.resize_many(list(small), ow, oh, full, block), np.stack(want))
     with pytest.raises(ValueError, match="reduced by"):
         lanczos.resize_batch(small[:, :-1], 32, 32, full, block)
+    with pytest.raises(ValueError, match="reduced by"):
+        lanczos.resize_many(list(small[:, :-1]), 32, 32, full, block)
+
+
+def test_the_compiled_resize_is_the_one_in_use():
+    """Where the extension is built (CI builds it) the hashes use the compiled per-image resize, and
+    it refuses buffers that do not match the sizes it is told."""
+    from shardguard.indexes import lanczos
+
+    kernel = lanczos._compiled()
+    if kernel is None:
+        pytest.skip("shardguard's C extension is not built here (no compiler): the numpy products serve")
+    cw, ch = lanczos.coefficients(40, 32), lanczos.coefficients(30, 32)
+    with pytest.raises(ValueError, match="buffer sizes"):
+        kernel(bytes(30 * 40 - 1), 30, 40, cw, ch, 32, 32, True, True)
 
 
 def test_draft_scale_is_recorded_for_the_hash_resize():

@@ -85,33 +85,44 @@ class HashExtractor(FeatureExtractor):
 
 
 def finish_hash_batch(records: list[dict]) -> None:
-    """Hash the deferred pHash/dHash inputs of a batch of records in place: same-sized grayscale
-    images are resized together (``indexes/lanczos.py``) and hashed with one vectorised DCT;
-    bit-identical to the per-image functions (tested)."""
-    from shardguard.indexes import imagehashes, lanczos
+    """Hash the deferred pHash/dHash inputs of a batch of records in place: each grayscale image is
+    resized (``indexes/lanczos.py``: compiled per image, so mixed shapes cost no more than uniform
+    ones), then the whole batch is hashed with one vectorised DCT; bit-identical to the per-image
+    functions (tested)."""
+    from shardguard.indexes import imagehashes
 
     kernels = {"phash": ((32, 32), imagehashes.phash_batch), "dhash": ((9, 8), imagehashes.dhash_batch)}
-    groups: dict[tuple, list[dict]] = {}
-    for r in records:
-        if "_gray" in r:
-            full, block = r["_src"]
-            groups.setdefault((r["_gray"].shape, full if block > 1 else None, block), []).append(r)
-    for (shape, full, block), todo in groups.items():
-        grays = [r.pop("_gray") for r in todo]
-        for name, ((w, h), kernel) in kernels.items():
-            rows = [(r, g) for r, g in zip(todo, grays) if name in r["_batched"]]
-            if not rows:
-                continue
-            if block > 1 or max(shape) <= lanczos.MAX_SIDE:
-                small = lanczos.resize_batch(np.stack([g for _, g in rows]), w, h, full, block)
-            else:  # large (exact-mode) images: Pillow's sparse resize beats a dense product
-                small = np.stack([imagehashes.resize_gray(g, w, h) for _, g in rows])
-            for (r, _), value in zip(rows, kernel(small)):
-                r[name] = value
-            if name == "phash":
-                _mirror_phash([r for r, _ in rows], small)
-        for r in todo:
-            del r["_batched"], r["_src"]
+    todo = [r for r in records if "_gray" in r]
+    for name, ((w, h), kernel) in kernels.items():
+        rows = [r for r in todo if name in r["_batched"]]
+        if not rows:
+            continue
+        small = _resized(rows, w, h)
+        for r, value in zip(rows, kernel(small)):
+            r[name] = value
+        if name == "phash":
+            _mirror_phash(rows, small)
+    for r in todo:
+        del r["_gray"], r["_batched"], r["_src"]
+
+
+def _resized(rows: list[dict], w: int, h: int) -> np.ndarray:
+    """(N, h, w) uint8: every record's grayscale image LANCZOS-resized, in record order (images of
+    one shape and reduction resized together; large exact-mode images by Pillow's sparse resize)."""
+    from shardguard.indexes import imagehashes, lanczos
+
+    groups: dict[tuple, list[int]] = {}
+    for i, r in enumerate(rows):
+        full, block = r["_src"]
+        groups.setdefault((r["_gray"].shape, full if block > 1 else None, block), []).append(i)
+    out = np.empty((len(rows), h, w), np.uint8)
+    for (shape, full, block), idx in groups.items():
+        grays = [rows[i]["_gray"] for i in idx]
+        if block > 1 or max(shape) <= lanczos.MAX_SIDE:
+            out[idx] = lanczos.resize_many(grays, w, h, full, block)
+        else:
+            out[idx] = np.stack([imagehashes.resize_gray(g, w, h) for g in grays])
+    return out
 
 
 def _mirror_phash(recs: list[dict], small: np.ndarray) -> None:
