@@ -61,10 +61,18 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rows", type=int, default=20000)
     ap.add_argument("--vit-rows", type=int, default=1000)
+    ap.add_argument("--photos", default="", help="MODE:SIZE: real photos built by corpus.py (1,000-row shards), "
+                                                 "e.g. border:256, instead of seeded 384-px images")
     a = ap.parse_args()
     import logging
     logging.getLogger("shardguard").setLevel(logging.WARNING)
-    big = shard_set(a.rows, shards=max(1, a.rows // 500))
+    if a.photos:
+        from corpus import build
+
+        mode, size = a.photos.split(":")
+        big = build(mode, int(size), a.rows // 1000, 1000)
+    else:
+        big = shard_set(a.rows, shards=max(1, a.rows // 500))
     tiny = ["--clip-model", str(ROOT / "configs/models/tiny-clip.json")]
     rows = [compare("hashes only; new list changes every shard", big, []),
             compare("hashes only; new list changes 1 shard in 10", big, [], 10),

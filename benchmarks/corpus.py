@@ -94,12 +94,22 @@ def _shard(args) -> str:
     return str(path)
 
 
+def _link_cached(d: Path, mode: str, size: int, shards: int, rows: int) -> None:
+    """Shard i depends only on (i, mode, size, rows): link the ones another cached corpus has built."""
+    for other in sorted(CACHE.glob(f"corpus-{mode}-{size}-*x{rows}")):
+        for s in range(shards):
+            src, dst = other / f"{s:05d}.parquet", d / f"{s:05d}.parquet"
+            if other != d and src.exists() and not dst.exists():
+                os.link(src, dst)
+
+
 def build(mode: str, size: int, shards: int, rows: int, workers: int | None = None) -> Path:
     """The corpus directory (built once, then cached)."""
     d = CACHE / f"corpus-{mode}-{size}-{shards}x{rows}"
     if (d / "done").exists():
         return d
     d.mkdir(parents=True, exist_ok=True)
+    _link_cached(d, mode, size, shards, rows)
     paths = photo_paths()
     jobs = [(str(d), s, rows, mode, size, paths) for s in range(shards) if not (d / f"{s:05d}.parquet").exists()]
     with ProcessPoolExecutor(workers or os.cpu_count()) as ex:
