@@ -33,6 +33,16 @@ def resize_gray(gray: np.ndarray, width: int, height: int) -> np.ndarray:
     return np.asarray(Image.fromarray(gray).resize((width, height), _RESAMPLE))
 
 
+def _imagehash_resize(gray: Image.Image, width: int, height: int) -> np.ndarray:
+    """imagehash's resize of an "L" image: Pillow's LANCZOS, computed by the compiled replica
+    (``lanczos.resize_many``, bit for bit) for small images, where Pillow's per-call set-up dominates."""
+    from shardguard.indexes import lanczos
+
+    if gray.mode == "L" and max(gray.size) <= lanczos.MAX_SIDE and lanczos.compiled() is not None:
+        return lanczos.resize_many([np.asarray(gray)], width, height)[0]
+    return np.asarray(gray.resize((width, height), _RESAMPLE))
+
+
 def hash_input(img, width: int, height: int) -> np.ndarray:
     """The (height, width) array pHash/dHash read from a decoded image (``hashtypes.ImageLike``):
     imagehash's LANCZOS resize of ``hash_gray``, or, when ``hash_gray`` is a reduction of the full
@@ -48,7 +58,7 @@ def hash_input(img, width: int, height: int) -> np.ndarray:
 def phash_input(gray: Image.Image) -> np.ndarray:
     """The 32×32 uint8 array pHash reads (imagehash's own resize)."""
     size = PHASH_SIZE * PHASH_HIGHFREQ
-    return np.asarray(gray.resize((size, size), _RESAMPLE))
+    return _imagehash_resize(gray, size, size)
 
 
 def phash(gray: Image.Image) -> str:
@@ -63,7 +73,7 @@ def dhash_from_gray9x8(pixels: np.ndarray) -> str:
 
 def dhash_input(gray: Image.Image) -> np.ndarray:
     """The 8×9 uint8 array dHash reads (imagehash's own resize)."""
-    return np.asarray(gray.resize((PHASH_SIZE + 1, PHASH_SIZE), _RESAMPLE))
+    return _imagehash_resize(gray, PHASH_SIZE + 1, PHASH_SIZE)
 
 
 def dhash(gray: Image.Image) -> str:

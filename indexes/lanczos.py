@@ -115,7 +115,8 @@ def _clip8(acc: np.ndarray) -> np.ndarray:
     return np.clip(acc, 0, 255, out=acc)
 
 
-def _compiled():
+def compiled():
+    """The compiled per-image resize (``_pdqext.lanczos``), or None where the extension is not built."""
     try:
         from shardguard.indexes import _pdqext
     except ImportError:  # extension not built: the numpy products serve
@@ -136,7 +137,7 @@ def resize_many(grays: list[np.ndarray], out_w: int, out_h: int, full: tuple[int
                 block: int = 1) -> np.ndarray:
     """``resize_batch`` of same-shaped images given as a list: compiled, one image at a time, when
     the extension is built (no per-batch set-up to amortise), else one batched product."""
-    kernel = _compiled()
+    kernel = compiled()
     if kernel is None:
         return resize_batch(np.stack(grays), out_w, out_h, full, block)
     cw, ch = _checked(grays[0].shape, out_w, out_h, full, block)

@@ -155,7 +155,7 @@ def test_the_compiled_resize_is_the_one_in_use():
     it refuses buffers that do not match the sizes it is told."""
     from shardguard.indexes import lanczos
 
-    kernel = lanczos._compiled()
+    kernel = lanczos.compiled()
     if kernel is None:
         pytest.skip("shardguard's C extension is not built here (no compiler): the numpy products serve")
     cw, ch = lanczos.coefficients(40, 32), lanczos.coefficients(30, 32)

@@ -223,3 +223,36 @@ def test_a_seed_whose_input_changed_is_refused(data, tmp_path):
                      "--hash-list", f"md5={d / 'md5.txt'}"]) == 1
     m = __import__("json").loads((tmp_path / "c" / "manifest.json").read_text())
     assert "cannot be read to hash its seeds" in m["shards"][0]["failure"]["message"]
+
+
+def test_neighbours_equal_a_brute_force_oracle_with_copies_of_a_seed():
+    """Seed views of several copies of one image (identical hashes) plus other seeds: the search over
+    distinct views finds exactly what comparing every row with every seed view finds."""
+    import pyarrow as pa
+
+    from shardguard.transforms.rules.hashexpand import HashExpansion, neighbours
+
+    rng = np.random.default_rng(5)
+    flip = lambda h, n: f"{int(h, 16) ^ sum(1 << int(b) for b in rng.choice(len(h) * 4, n, replace=False)):0{len(h)}x}"  # noqa: E731
+    base = [(f"{int.from_bytes(rng.bytes(32)):064x}", f"{int.from_bytes(rng.bytes(8)):016x}") for _ in range(6)]
+    seeds = [(f"s/{c}", f"v{v}", p, 80, h) for c in range(5) for v, (p, h) in enumerate(base[:3])]  # 5 copies
+    seeds += [(f"s/other{v}", f"v{v}", p, 80, h) for v, (p, h) in enumerate(base[3:])]
+    pdq, ph = [], []
+    for p, h in base * 4:  # rows at random distances from every view, some within both thresholds
+        pdq.append(flip(p, int(rng.integers(0, 40))))
+        ph.append(flip(h, int(rng.integers(0, 16))))
+    n = len(pdq)
+    table = pa.table({"key": [f"r{i}" for i in range(n)], "pdq": pdq, "pdq_quality": pa.array([80] * n, pa.int32()),
+                      "phash": ph})
+    rule = HashExpansion([], max_per_row=3)
+    want = []
+    for i in range(n):
+        found = sorted((_hd(pdq[i], s[2]), s[0], s[1]) for s in seeds
+                       if _hd(pdq[i], s[2]) <= rule.pdq_distance and _hd(ph[i], s[4]) <= rule.phash_distance)
+        seen: list[str] = []
+        for d, seed, view in found:
+            if seed not in seen and len(seen) < rule.max_per_row:
+                seen.append(seed)
+                want.append((i, seed, f"pdq@{view}", float(d)))
+    got = [(i, m.entry, m.type, m.distance) for i, m in neighbours(table, "s", seeds, rule)]
+    assert got == want and len({g[0] for g in got}) > 3

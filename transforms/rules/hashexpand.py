@@ -27,21 +27,32 @@ def _codes(hexes: list[str], nbytes: int) -> np.ndarray:
     return np.frombuffer(bytes.fromhex("".join(hexes)), np.uint8).reshape(len(hexes), nbytes)
 
 
+def _distinct_views(seeds: list) -> tuple[np.ndarray, np.ndarray, list[list[int]]]:
+    """(PDQ codes, pHash values, members) of the distinct (PDQ, pHash) pairs among the seed views:
+    copies of one known-bad image (common: a dataset holds many) give identical views, searched once."""
+    groups: dict[tuple[str, str], list[int]] = {}
+    for k, s in enumerate(seeds):
+        groups.setdefault((s[2], s[4]), []).append(k)
+    keys = list(groups)
+    return (_codes([p for p, _ in keys], 32), np.array([int(h, 16) for _, h in keys], dtype=np.uint64),
+            list(groups.values()))
+
+
 def neighbours(table, shard: str, seeds: list, rule: "HashExpansion") -> list[tuple[int, MatchRecord]]:
     """(row, match) for rows whose as-stored PDQ and pHash are within the joint rule of a seed view.
-    The PDQ half is a FAISS binary range search over the seed views (~44 per seed), the pHash half
-    checks only its hits."""
+    The PDQ half is a FAISS binary range search over the distinct seed views (~44 per seed), the
+    pHash half checks only its hits."""
     import faiss
 
     pdq, qual, ph, keys = (column(table, c) for c in ("pdq", "pdq_quality", "phash", "key"))
     rows = [i for i in range(table.num_rows) if pdq[i] and ph[i] and (qual[i] or 0) >= rule.min_quality]
     if not rows or not seeds:
         return []
+    codes, s_ph, members = _distinct_views(seeds)
     index = faiss.IndexBinaryFlat(256)
-    index.add(_codes([s[2] for s in seeds], 32))
+    index.add(codes)
     # FAISS returns distances strictly below the radius
     lims, dists, ids = index.range_search(_codes([pdq[i] for i in rows], 32), rule.pdq_distance + 1)
-    s_ph = np.array([int(s[4], 16) for s in seeds], dtype=np.uint64)
     seed_ids = {s[0] for s in seeds}
     out = []
     for j, i in enumerate(rows):
@@ -49,9 +60,9 @@ def neighbours(table, shard: str, seeds: list, rule: "HashExpansion") -> list[tu
         if lo == hi or f"{shard}/{keys[i]}" in seed_ids:
             continue  # no neighbour, or a seed: a confirming list matched it already
         cand = ids[lo:hi]
-        dh = np.array([(int(x) ^ int(ph[i], 16)).bit_count() for x in s_ph[cand]])
-        found = sorted((int(d), seeds[c][0], seeds[c][1]) for d, c, h in zip(dists[lo:hi], cand, dh)
-                       if h <= rule.phash_distance)
+        close = np.bitwise_count(s_ph[cand] ^ np.uint64(int(ph[i], 16))) <= rule.phash_distance
+        found = sorted((int(d), seeds[k][0], seeds[k][1]) for d, c in zip(dists[lo:hi][close], cand[close])
+                       for k in members[c])
         seen: set[str] = set()
         for d, seed, view in found:
             if seed not in seen and len(seen) < rule.max_per_row:

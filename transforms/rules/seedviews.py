@@ -40,10 +40,19 @@ SEED_SCHEMA = pa.schema([("seed", pa.string()), ("view", pa.string()), ("pdq", p
                          ("pdq_quality", pa.int32()), ("phash", pa.string())])
 
 
+VIEW_CACHE = 1024  # seed images (by their bytes' sha256) whose views a worker keeps: ~10 KB each
+
+
 class SeedViewsFn(SeedsDoFn):
     """A shard's seeds and their views' hashes. Views already hashed — by this run before a restart,
     or by the parent of a re-filter (``seeds/<shard>.parquet``, checked against its recorded sha256)
-    — are reused; only new seeds' images are read again from the input."""
+    — are reused; only new seeds' images are read again from the input, and identical seed images
+    are hashed once per worker (the views are a function of the bytes)."""
+
+    def setup(self):
+        """The base set-up, and an empty cache of views by image bytes."""
+        super().setup()
+        self._by_bytes: dict[bytes, list] = {}
 
     def process(self, ref):
         """(seed, view, pdq, quality, phash) of every seed of one shard (or an error marker)."""
@@ -99,7 +108,12 @@ class SeedViewsFn(SeedsDoFn):
                 continue
             if recorded is not None and recorded[i] and hashlib.new(check, row["image"]).hexdigest() != recorded[i]:
                 raise InputChanged(f"row {i}'s image bytes differ from those the features were computed from")
-            out[f"{ref.shard}/{row['key']}"] = view_hashes(decode_image(row["image"]).rgb, self._rule.full)
+            digest = hashlib.sha256(row["image"]).digest()
+            if digest not in self._by_bytes:  # copies of one image (a dataset often holds many) hashed once
+                if len(self._by_bytes) >= VIEW_CACHE:
+                    self._by_bytes.pop(next(iter(self._by_bytes)))
+                self._by_bytes[digest] = view_hashes(decode_image(row["image"]).rgb, self._rule.full)
+            out[f"{ref.shard}/{row['key']}"] = self._by_bytes[digest]
         return out
 
     def _save(self, path: str, rows: list) -> None:
