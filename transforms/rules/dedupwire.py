@@ -1,6 +1,8 @@
 """The Beam wiring of one dedup kind (``rules/dedup.py``): nodes → candidate pairs → components by
-hash-to-min → per-row records keyed by shard. Every step is a plain function from ``dedupgraph``
-applied to one bucket, cluster or node; the loop of the iterative join is unrolled (``ROUNDS``)."""
+hash-to-min → each component's members joined with their row metadata (key, caption digest) and
+closest distance → per-row records keyed by shard. Every step is a plain function from
+``dedupgraph`` applied to one bucket, cluster, node or component; the loop of the iterative join is
+unrolled (``ROUNDS``)."""
 from __future__ import annotations
 
 import apache_beam as beam
