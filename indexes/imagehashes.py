@@ -33,26 +33,31 @@ def resize_gray(gray: np.ndarray, width: int, height: int) -> np.ndarray:
     return np.asarray(Image.fromarray(gray).resize((width, height), _RESAMPLE))
 
 
-def _imagehash_resize(gray: Image.Image, width: int, height: int) -> np.ndarray:
-    """imagehash's resize of an "L" image: Pillow's LANCZOS, computed by the compiled replica
-    (``lanczos.resize_many``, bit for bit) for small images, where Pillow's per-call set-up dominates."""
+def lanczos_resize(gray: np.ndarray, width: int, height: int, full: tuple[int, int] | None = None,
+                   block: int = 1) -> np.ndarray:
+    """imagehash's LANCZOS resize of a uint8 grayscale array — or, when ``block`` > 1, of the ``full``
+    image it reduces (``lanczos.block_coefficients``). The one place that picks the kernel: the
+    compiled replica (bit for bit Pillow's) for reduced and small images, where Pillow's per-call
+    set-up dominates; Pillow itself for large full-resolution ones."""
     from shardguard.indexes import lanczos
 
-    if gray.mode == "L" and max(gray.size) <= lanczos.MAX_SIDE and lanczos.compiled() is not None:
-        return lanczos.resize_many([np.asarray(gray)], width, height)[0]
-    return np.asarray(gray.resize((width, height), _RESAMPLE))
+    if block > 1 or max(gray.shape) <= lanczos.MAX_SIDE:
+        return lanczos.resize_many([gray], width, height, full, block)[0]
+    return resize_gray(gray, width, height)
 
 
 def hash_input(img, width: int, height: int) -> np.ndarray:
     """The (height, width) array pHash/dHash read from a decoded image (``hashtypes.ImageLike``):
     imagehash's LANCZOS resize of ``hash_gray``, or, when ``hash_gray`` is a reduction of the full
     image (fast decode), the full image's LANCZOS weights summed over each reduced pixel."""
-    if img.hash_block == 1:
-        return np.asarray(img.hash_gray.resize((width, height), _RESAMPLE))
-    from shardguard.indexes import lanczos
+    return lanczos_resize(np.asarray(img.hash_gray), width, height, (img.width, img.height), img.hash_block)
 
-    return lanczos.resize_batch(np.asarray(img.hash_gray)[None], width, height, (img.width, img.height),
-                                img.hash_block)[0]
+
+def _imagehash_resize(gray: Image.Image, width: int, height: int) -> np.ndarray:
+    """imagehash's resize of an "L" image (anything else goes to Pillow as imagehash would)."""
+    if gray.mode != "L":
+        return np.asarray(gray.resize((width, height), _RESAMPLE))
+    return lanczos_resize(np.asarray(gray), width, height)
 
 
 def phash_input(gray: Image.Image) -> np.ndarray:

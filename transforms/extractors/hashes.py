@@ -107,8 +107,9 @@ def finish_hash_batch(records: list[dict]) -> None:
 
 
 def _resized(rows: list[dict], w: int, h: int) -> np.ndarray:
-    """(N, h, w) uint8: every record's grayscale image LANCZOS-resized, in record order (images of
-    one shape and reduction resized together; large exact-mode images by Pillow's sparse resize)."""
+    """(N, h, w) uint8: every record's grayscale image resized as ``imagehashes.lanczos_resize``
+    resizes it, in record order (images of one shape and reduction in one call: batched products
+    where the compiled kernel is not built)."""
     from shardguard.indexes import imagehashes, lanczos
 
     groups: dict[tuple, list[int]] = {}
@@ -121,7 +122,7 @@ def _resized(rows: list[dict], w: int, h: int) -> np.ndarray:
         if block > 1 or max(shape) <= lanczos.MAX_SIDE:
             out[idx] = lanczos.resize_many(grays, w, h, full, block)
         else:
-            out[idx] = np.stack([imagehashes.resize_gray(g, w, h) for g in grays])
+            out[idx] = np.stack([imagehashes.lanczos_resize(g, w, h) for g in grays])
     return out
 
 

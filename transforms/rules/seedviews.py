@@ -52,7 +52,7 @@ class SeedViewsFn(SeedsDoFn):
     def setup(self):
         """The base set-up, and an empty cache of views by image bytes."""
         super().setup()
-        self._by_bytes: dict[bytes, list] = {}
+        self._by_bytes: dict[str, list] = {}
 
     def process(self, ref):
         """(seed, view, pdq, quality, phash) of every seed of one shard (or an error marker)."""
@@ -106,9 +106,10 @@ class SeedViewsFn(SeedsDoFn):
             i = row["row"]
             if i not in rows or not row.get("image"):
                 continue
-            if recorded is not None and recorded[i] and hashlib.new(check, row["image"]).hexdigest() != recorded[i]:
+            digest = hashlib.sha256(row["image"]).hexdigest()  # also the cache key (never md5: collisions)
+            seen = digest if check == "sha256" else hashlib.new(check, row["image"]).hexdigest() if check else None
+            if recorded is not None and recorded[i] and seen != recorded[i]:
                 raise InputChanged(f"row {i}'s image bytes differ from those the features were computed from")
-            digest = hashlib.sha256(row["image"]).digest()
             if digest not in self._by_bytes:  # copies of one image (a dataset often holds many) hashed once
                 if len(self._by_bytes) >= VIEW_CACHE:
                     self._by_bytes.pop(next(iter(self._by_bytes)))
