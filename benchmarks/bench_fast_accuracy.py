@@ -6,9 +6,11 @@ images. For each image the exact hashes (``--exact-decode``: bit-identical to im
 decode) are compared with:
   pHash only        JPEG luma-only draft (DCT scaling) to ≥ 64 px, resized with block-summed LANCZOS weights
   pHash + dHash     the same from a draft to ≥ 128 px (what a run computing dHash without PDQ does)
-  with PDQ          full decode, grayscale box-reduced to ≥ 128 px, block-summed weights
+  with PDQ          full decode of the luma plane (a colour JPEG's Y only), box-reduced to ≥ 128 px for
+                    pHash/dHash, block-summed weights; PDQ itself from that luma plane at full size
   old draft 64      the first fast path: a 64-px draft resized as if it were the image (reference)
 and, as the yardstick, re-encoding noise: exact hashes of the same picture at JPEG q75 vs q92.
+A second table does the same for PDQ (rows with exact PDQ quality ≥ 50: the ones that can match).
 Run: ``.venv/bin/python benchmarks/bench_fast_accuracy.py``.
 """
 from __future__ import annotations
@@ -60,24 +62,29 @@ def main() -> None:
         g = im.convert("RGB").convert("L")
         return str(imagehash.phash(g)), str(imagehash.dhash(g))
 
-    out = []
+    out, pdq_out = [], []
     for label, corpus in (("real photos", real), ("synthetic", synth)):
         runs = {"p64": ("phash",), "pd128": ("phash", "dhash"), "pdq": ("phash", "dhash", "pdq")}
         d: dict[str, list[int]] = {f"{k}_{h}": [] for k in (*runs, "old") for h in "pd"}
+        d["pdq"] = []
         for data in corpus:
-            ex = compute_row_features(row(data), ("phash", "dhash"), 10**9, None, exact=True)[0]
+            ex = compute_row_features(row(data), ("phash", "dhash", "pdq"), 10**9, None, exact=True)[0]
             for key, hashes in runs.items():
                 rec = compute_row_features(row(data), hashes, 10**9, None, exact=False)[0]
                 for h, name in (("p", "phash"), ("d", "dhash")):
                     if name in hashes:
                         d[f"{key}_{h}"].append(ham(rec[name], ex[name]))
+                if "pdq" in hashes and ex["pdq_quality"] >= 50:
+                    d["pdq"].append(ham(rec["pdq"], ex["pdq"]))
             op, od = old_draft(data)
             d["old_p"].append(ham(op, ex["phash"]))
             d["old_d"].append(ham(od, ex["dhash"]))
         for name, key in (("pHash only: luma draft >= 64 px", "p64"), ("pHash + dHash: luma draft >= 128 px", "pd128"),
-                          ("with PDQ: full decode, reduce >= 128 px", "pdq"), ("old draft 64 (reference)", "old")):
+                          ("with PDQ: luma plane, reduce >= 128 px", "pdq"), ("old draft 64 (reference)", "old")):
             dh = stats(d[f"{key}_d"]) if d[f"{key}_d"] else ("-", "-", "-")
             out.append((label, len(corpus), name, *stats(d[f"{key}_p"]), *dh))
+        pdq_out.append((label, len(d["pdq"]), "PDQ: luma plane, full size", *stats(d["pdq"]),
+                        f"{np.mean(np.asarray(d['pdq']) > 31) * 100:.1f}%"))
     # the yardstick: the same picture saved at two JPEG qualities, both hashed exactly
     noise_p, noise_d = [], []
     for a, b in zip(real[0::2], real[1::2]):  # photo_variants yields q75, q92 pairs
@@ -86,8 +93,26 @@ def main() -> None:
         noise_p.append(ea[0] - eb[0])
         noise_d.append(ea[1] - eb[1])
     out.append(("real photos", len(noise_p), "re-encoding noise: exact q75 vs exact q92", *stats(noise_p), *stats(noise_d)))
+    noise_pdq = _pdq_noise(real)
+    pdq_out.append(("real photos", len(noise_pdq), "re-encoding noise: exact q75 vs exact q92", *stats(noise_pdq),
+                    f"{np.mean(np.asarray(noise_pdq) > 31) * 100:.1f}%"))
     print(f"# fast-decode hashes vs exact; {len(paths)} photos x 14 variants; {machine()}")
     print(table(out, ("corpus", "images", "path", "pHash identical", "p99", "max", "dHash identical", "p99", "max")))
+    print(table(pdq_out, ("corpus", "images (quality >= 50)", "path", "PDQ identical", "p99", "max", "> 31 bits")))
+
+
+def _pdq_noise(real: list[bytes]) -> list[int]:
+    """PDQ (exact, RGB) distances between the q75 and q92 copies of each picture, both of quality ≥ 50."""
+    from PIL import Image
+
+    from shardguard.indexes.imagehashes import pdq
+
+    out = []
+    for a, b in zip(real[0::2], real[1::2]):
+        (ha, qa), (hb, qb) = (pdq(Image.open(io.BytesIO(x)).convert("RGB")) for x in (a, b))
+        if min(qa, qb) >= 50:
+            out.append((int(ha, 16) ^ int(hb, 16)).bit_count())
+    return out
 
 
 if __name__ == "__main__":

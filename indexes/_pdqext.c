@@ -138,7 +138,8 @@ static void bits_of(float b[16][16], unsigned char out[32]) {
 static Py_ssize_t padded(int cols) { return (Py_ssize_t)cols + 16; }
 
 /* The whole hash of rows×cols RGB pixels, `step` bytes apart (3, or 4 for Pillow's own RGBX
- * layout); `luma` and `tmp` are rows*padded(cols) scratch floats. */
+ * layout; 1: the pixels are luma already, e.g. a JPEG's Y plane); `luma` and `tmp` are
+ * rows*padded(cols) scratch floats. */
 /* Where the mirrored image's filtered value at sample position `pos` lies in the original's filtered
  * buffer: an odd box window is centred, so mirroring maps x to dim-1-x; an even one sits half a pixel
  * off centre, in each of two passes, so the mirror's samples lie 2 px before that (edges clamped).
@@ -178,8 +179,11 @@ static void pdq_rgb(const unsigned char *rgb, int rows, int cols, int step, floa
     for (int r = 0; r < rows; r++) { /* as numpy: float64 products summed left to right */
         const unsigned char *p = rgb + (Py_ssize_t)r * cols * step;
         float *out = luma + r * stride;
-        for (int c = 0; c < cols; c++, p += step)
-            out[c] = (float)((luma_r[p[0]] + luma_g[p[1]]) + luma_b[p[2]]);
+        if (step == 1) /* luma given: the same floats as R = G = B = Y (the sum is Y exactly; tested) */
+            for (int c = 0; c < cols; c++) out[c] = (float)p[c];
+        else
+            for (int c = 0; c < cols; c++, p += step)
+                out[c] = (float)((luma_r[p[0]] + luma_g[p[1]]) + luma_b[p[2]]);
     }
     if (rows == 64 && cols == 64) {
         for (int i = 0; i < 64; i++) memcpy(a[i], luma + i * stride, sizeof(a[i]));
@@ -241,8 +245,8 @@ static PyObject *scratch_buffers(PyObject *self, PyObject *unused) {
 PyDoc_STRVAR(hash_doc,
 "hash(rgb, rows, cols, with_floats=False, step=3, flips=0)\n"
 "    -> (32-byte hash, quality[, 1024-byte float32 16x16[, 3072 bytes: mirror, flip, rot180 DCTs]])\n\n"
-"PDQ of a contiguous rows x cols x step uint8 buffer (R, G, B first in each pixel; step 3 or 4),\n"
-"bit-identical to pdqhash.compute on the RGB pixels. `flips` (a mask: 1 mirror, 2 flip, 4 rot180)\n"
+"PDQ of a contiguous rows x cols x step uint8 buffer (R, G, B first in each pixel; step 3 or 4;\n"
+"step 1: luma values), bit-identical to pdqhash.compute on the RGB pixels (for step 1: on R = G = B). `flips` (a mask: 1 mirror, 2 flip, 4 rot180)\n"
 "adds the 16x16 DCTs of those views, decimated from the same filtered luma (see flipped_dcts);\n"
 "views not asked for are zeros.");
 
@@ -255,9 +259,9 @@ static PyObject *hash(PyObject *self, PyObject *args) {
         PyErr_SetString(PyExc_ValueError, "flips is a mask: 1 mirror, 2 flip, 4 rot180");
         return NULL;
     }
-    if (rows < 0 || cols < 0 || (step != 3 && step != 4) || px.len != (Py_ssize_t)rows * cols * step) {
+    if (rows < 0 || cols < 0 || (step != 1 && step != 3 && step != 4) || px.len != (Py_ssize_t)rows * cols * step) {
         PyBuffer_Release(&px);
-        PyErr_SetString(PyExc_ValueError, "buffer is not rows x cols x step bytes (step 3 or 4)");
+        PyErr_SetString(PyExc_ValueError, "buffer is not rows x cols x step bytes (step 1, 3 or 4)");
         return NULL;
     }
     unsigned char bits[32] = {0};

@@ -35,6 +35,9 @@ class ImageLike(Protocol):
     def rgb(self): ...  # noqa: D102 - PIL RGB image
 
     @property
+    def pdq_pixels(self): ...  # noqa: D102 - PIL RGB image, or "L" (luma) where that is all there is
+
+    @property
     def gray(self): ...  # noqa: D102 - PIL "L" image
 
     @property
@@ -134,7 +137,7 @@ def _compute_dhash(img: ImageLike) -> dict:
 
 
 def _compute_pdq(img: ImageLike) -> dict:
-    value, quality = imagehashes.pdq(img.rgb)
+    value, quality = imagehashes.pdq(img.pdq_pixels)
     return {"pdq": value, "pdq_quality": quality}
 
 
@@ -148,8 +151,9 @@ HASH_TYPES: dict[str, HashType] = {
     "sha256": HashType("sha256", 256, False, 0, _crypto("sha256")),
     "phash": HashType("phash", 64, True, 8, _compute_phash, max_distance_limit=16, min_side=64, color=False),
     "dhash": HashType("dhash", 64, True, 8, _compute_dhash, max_distance_limit=16, min_side=128, color=False),
+    # PDQ reads luma only: fast mode may decode a JPEG's luma plane for it (bench_pdq_luma.py)
     "pdq": HashType("pdq", 256, True, 31, _compute_pdq, min_quality=50, quality_column="pdq_quality",
-                    max_distance_limit=64, quality_range=(0, 100)),
+                    max_distance_limit=64, quality_range=(0, 100), color=False),
 }
 
 

@@ -87,45 +87,51 @@ def dhash(gray: Image.Image) -> str:
 
 
 def pdq(rgb: Image.Image) -> tuple[str, int]:
-    """PDQ hash (64 hex digits) and quality (0-100) of an RGB image.
+    """PDQ hash (64 hex digits) and quality (0-100) of an RGB image, or of an "L" image (its luma:
+    the hash of R = G = B = L, which PDQ's luma formula maps back to L exactly).
 
-    The caller must pass RGB: pdqhash reads the first three channels as RGB, so a CMYK array hashes
-    almost inverted and a palette array is read as indices (see DEVELOPERS.md).
+    The caller must pass RGB or L: pdqhash reads the first three channels as RGB, so a CMYK array
+    hashes almost inverted and a palette array is read as indices (see DEVELOPERS.md).
     """
-    if rgb.mode != "RGB":
-        raise ValueError(f"pdq needs an RGB image, got mode {rgb.mode}")
+    _check_mode(rgb)
     try:  # the compiled twin (indexes/_pdqext.c): the same floats in the same order, ~7× faster
         from shardguard.indexes import _pdqext
     except ImportError:  # not compiled on this worker: the reference binding, same result
-        return pdq_reference(np.ascontiguousarray(np.asarray(rgb)))
-    width, height = rgb.size
-    view = _rgbx_view(rgb)
-    if view is not None:
-        bits, quality = _pdqext.hash(view, height, width, False, 4)
-    else:
-        bits, quality = _pdqext.hash(np.ascontiguousarray(np.asarray(rgb)), height, width)
+        return pdq_reference(np.ascontiguousarray(np.asarray(rgb.convert("RGB"))))
+    bits, quality = _pdqext.hash(*_pdq_buffer(rgb))
     return bits.hex(), quality
 
 
+def _check_mode(img: Image.Image) -> None:
+    if img.mode not in ("RGB", "L"):
+        raise ValueError(f"pdq needs an RGB (or luma, L) image, got mode {img.mode}")
+
+
+def _pdq_buffer(img: Image.Image) -> tuple:
+    """(pixels, rows, cols, with_floats, step) for ``_pdqext.hash``: Pillow's own RGBX memory
+    where it can be shared, else packed RGB, or the luma bytes of an "L" image (step 1)."""
+    width, height = img.size
+    if img.mode == "L":
+        return np.ascontiguousarray(np.asarray(img)), height, width, False, 1
+    view = _rgbx_view(img)
+    if view is not None:
+        return view, height, width, False, 4
+    return np.ascontiguousarray(np.asarray(img)), height, width, False, 3
+
+
 def pdq_with_dct(rgb: Image.Image, flips: int = 7) -> tuple[str, int, np.ndarray | None]:
-    """PDQ hash, quality and the 16×16 DCTs (float32, shape 4×16×16) of the image, its mirror, its
+    """PDQ hash, quality and the 16×16 DCTs (float32, shape 4×16×16) of the image (RGB or L, as ``pdq``), its mirror, its
     vertical flip and its 180° rotation (``flips``: which of those three, a mask 1/2/4; the others are
     zeros), from which the dihedral views' hashes follow (``views.dihedral``). None for the DCTs where
     the compiled extension is missing."""
-    if rgb.mode != "RGB":
-        raise ValueError(f"pdq needs an RGB image, got mode {rgb.mode}")
+    _check_mode(rgb)
     try:
         from shardguard.indexes import _pdqext
     except ImportError:
         h, quality = pdq(rgb)
         return h, quality, None  # the reference binding exposes no DCT: no dihedral views
-    width, height = rgb.size
-    view = _rgbx_view(rgb)
-    if view is not None:
-        bits, quality, floats, more = _pdqext.hash(view, height, width, True, 4, flips or 1)
-    else:
-        bits, quality, floats, more = _pdqext.hash(np.ascontiguousarray(np.asarray(rgb)), height, width, True, 3,
-                                                   flips or 1)
+    pixels, rows, cols, _, step = _pdq_buffer(rgb)
+    bits, quality, floats, more = _pdqext.hash(pixels, rows, cols, True, step, flips or 1)
     return bits.hex(), quality, np.frombuffer(floats + more, np.float32).reshape(4, 16, 16)
 
 

@@ -46,7 +46,32 @@ def test_fast_hashes_within_documented_bounds_of_exact(hashes):
             worst[k] = max(worst[k], HAM(fast[k], exact[k]))
     assert worst["phash"] <= 2 and worst["dhash"] <= 4, worst  # README: measured bounds
     with_pdq, _ = compute_row_features(_row(data), ("phash", "pdq"), 10**9, None, exact=False)
-    assert with_pdq["pdq"] == imagehashes.pdq(decode_image(data).rgb)[0]  # PDQ always on full pixels
+    plane = decode_image(data, exact=False, luma=True)  # PDQ: full size, luma plane (no chroma)
+    assert plane.pixels.mode == "L" and plane.pixels.size == decode_image(data).rgb.size
+    assert with_pdq["pdq"] == imagehashes.pdq(plane.pixels)[0]
+    exact_pdq, _ = compute_row_features(_row(data), ("phash", "pdq"), 10**9, None, exact=True)
+    assert exact_pdq["pdq"] == imagehashes.pdq(decode_image(data).rgb)[0]  # --exact-decode: RGB, as reference
+
+
+def test_fast_pdq_reads_the_luma_plane_within_rounding_of_the_rgb_decode():
+    """Fast mode hashes PDQ from a colour JPEG's luma plane (Y within one level of PDQ's luma of the
+    RGB decode but where that clips); with CLIP on, colour is decoded anyway and PDQ reads it; exact mode always RGB."""
+    from shardguard.indexes.imagehashes import pdq
+
+    worst = 0
+    for i in range(12):
+        data = encode(make_image(40 + i, 320 + 48 * i), quality=85)
+        fast, _ = compute_row_features(_row(data), ("pdq",), 10**9, None, exact=False)
+        with_clip, _ = compute_row_features(_row(data), ("pdq",), 10**9, 224, exact=False)
+        exact, _ = compute_row_features(_row(data), ("pdq",), 10**9, None, exact=True)
+        rgb = decode_image(data).rgb
+        y = np.asarray(decode_image(data, exact=False, luma=True).pixels, dtype=float)
+        luma = np.asarray(rgb, dtype=float) @ np.array([0.299, 0.587, 0.114])
+        d = np.abs(y - luma)  # rounding (more where the RGB decode clips saturated colours)
+        assert np.percentile(d, 99) <= 1.0, np.percentile(d, 99)
+        assert exact["pdq"] == with_clip["pdq"] == pdq(rgb)[0]
+        worst = max(worst, HAM(fast["pdq"], exact["pdq"]))
+    assert 0 < worst <= 16, worst  # differs (it is another decode) but by rounding noise, not content
 
 
 def test_exact_decode_scan_is_bit_identical_to_imagehash(tmp_path):
@@ -205,7 +230,7 @@ def test_fast_hashes_on_real_photos_within_documented_bounds(testdata):
 
 def test_luma_only_draft_when_only_phash_dhash_read_pixels():
     """A colour JPEG is decoded to its luma channel when nothing needs colour: Y is within one
-    level of Pillow's RGB → L, RGB is still derivable, and CLIP/PDQ runs still decode colour."""
+    level of Pillow's RGB → L, colour is refused (never gray RGB), and CLIP runs still decode colour."""
     from shardguard.indexes.imagehashes import hash_input, phash_from_gray32
 
     data = encode(make_image(5, 512), quality=90)
@@ -215,7 +240,8 @@ def test_luma_only_draft_when_only_phash_dhash_read_pixels():
     assert luma.source_mode == "RGB" and (luma.width, luma.height) == (512, 512)
     diff = np.abs(np.asarray(luma.gray, dtype=int) - np.asarray(colour.gray, dtype=int))
     assert diff.max() <= 1 and diff.any()  # rounding differences exist, and are at most one level
-    assert luma.rgb.mode == "RGB" and luma.rgb.size == luma.pixels.size
+    with pytest.raises(RuntimeError, match="luma plane only"):
+        luma.rgb  # noqa: B018 - colour was never decoded: asking for it is a planning bug, not gray RGB
     assert decode_image(data, exact=True, luma=True).pixels.mode == "RGB"  # exact mode: never a draft
     # the features stage takes the luma path for hashes only, the colour one when CLIP reads pixels
     ph = lambda img: phash_from_gray32(hash_input(img, 32, 32))  # noqa: E731
@@ -239,3 +265,15 @@ def test_grayscale_and_cmyk_jpegs_on_the_fast_path(mode):
     f, _ = compute_row_features(_row(buf.getvalue()), ("phash", "dhash"), 10**9, None, exact=False)
     e, _ = compute_row_features(_row(buf.getvalue()), ("phash", "dhash"), 10**9, None, exact=True)
     assert HAM(f["phash"], e["phash"]) <= 8 and HAM(f["dhash"], e["dhash"]) <= 14  # README bounds
+
+
+def test_banded_block_weights_match_pillows_coefficients():
+    """The block path's weights, evaluated on each output's band only, are Pillow's fixed-point
+    LANCZOS coefficients (the exact per-tap loop) up to one unit of the last float bit's rounding."""
+    from shardguard.indexes import lanczos
+
+    for full, out in ((700, 32), (128, 32), (33, 32), (1000, 9), (512, 8), (64, 64), (5, 32), (257, 8)):
+        fast, exact = lanczos._weights_vectorised(full, out), lanczos.coefficients(full, out)
+        assert fast.shape == exact.shape == (out, full)
+        assert np.abs(fast - exact).max() <= 1, (full, out)
+        assert ((fast != 0) == (exact != 0)).mean() > 0.99  # the same band of taps

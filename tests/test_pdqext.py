@@ -70,8 +70,20 @@ def test_large_image_and_threads():
 def test_rejects_a_buffer_of_the_wrong_size():
     with pytest.raises(ValueError, match="rows x cols x step"):
         _pdqext.hash(b"\0" * 10, 2, 2)
-    with pytest.raises(ValueError, match="step 3 or 4"):
+    with pytest.raises(ValueError, match="step 1, 3 or 4"):
         _pdqext.hash(b"\0" * 20, 2, 2, False, 5)
+
+
+@pytest.mark.parametrize("shape", [(64, 64), (97, 130), (700, 512)])
+def test_luma_input_hashes_as_gray_rgb(shape):
+    """Step 1 (luma bytes, e.g. a JPEG's Y plane) gives exactly the hash, quality and DCTs of the RGB
+    image with R = G = B = luma, as pdqhash computes it (PDQ's luma formula returns the value)."""
+    from PIL import Image
+
+    y = np.random.default_rng(shape[0]).integers(0, 256, size=shape, dtype=np.uint8)
+    rgb = np.ascontiguousarray(np.repeat(y[:, :, None], 3, axis=2))
+    assert _pdqext.hash(y, *shape, True, 1, 7) == _pdqext.hash(rgb, *shape, True, 3, 7)
+    assert imagehashes.pdq(Image.fromarray(y)) == imagehashes.pdq_reference(rgb)
 
 
 def test_without_the_extension_pdq_falls_back_to_pdqhash(monkeypatch):

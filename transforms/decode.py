@@ -48,6 +48,7 @@ class DecodedImage:
     exact: bool = True
     size: tuple[int, int] | None = None  # full-resolution (width, height) when ``rgb`` is a draft
     scale: int = 1  # full-resolution pixels per draft pixel (JPEG DCT scaling 1/scale)
+    luma_only: bool = False  # a colour source decoded to its luma plane alone (fast mode): no colour
 
     @property
     def width(self) -> int:
@@ -61,8 +62,17 @@ class DecodedImage:
 
     @cached_property
     def rgb(self) -> Image.Image:
-        """The RGB image (derived on first use when the pixels were decoded as "L")."""
+        """The RGB image (derived on first use when a grayscale source was decoded as "L")."""
+        if self.luma_only:  # the decode plan promised nobody needs colour: a caller that does is a bug
+            raise RuntimeError("colour asked of an image decoded to its luma plane only (decode_plan)")
         return self.pixels if self.pixels.mode == "RGB" else self.pixels.convert("RGB")
+
+    @property
+    def pdq_pixels(self) -> Image.Image:
+        """What PDQ reads: the RGB pixels, or the "L" pixels of a grayscale source or of a luma-plane
+        decode (PDQ's luma of R = G = B = L is L exactly, so a grayscale source hashes the same
+        either way; the luma plane differs from PDQ's luma of the RGB decode by rounding, README)."""
+        return self.pixels if self.pixels.mode == "L" else self.rgb
 
     @cached_property
     def gray(self) -> Image.Image:
@@ -138,9 +148,9 @@ def decode_image(data: bytes | None, max_pixels: int = DEFAULT_MAX_PIXELS, *, ex
 
     Fast mode (``exact=False``): with ``draft_size``, a JPEG is decoded with DCT scaling to the
     smallest size no smaller than ``draft_size`` on both sides (Pillow's draft mode); with ``luma``
-    too (only pHash/dHash read the pixels), a colour JPEG is decoded to its luma channel alone,
-    skipping chroma and colour conversion (~10% of the decode; Y differs from Pillow's RGB → L
-    by rounding, README).
+    (nobody reads colour: the hashes), a colour JPEG is decoded to its luma plane alone, at the
+    draft size or at full size, skipping chroma and colour conversion (~30% of a full decode; Y
+    differs from Pillow's RGB → L and from PDQ's luma of the RGB decode by rounding, README).
     """
     if data is None:
         raise DecodeError("null_image", "image column is null")
@@ -150,10 +160,11 @@ def decode_image(data: bytes | None, max_pixels: int = DEFAULT_MAX_PIXELS, *, ex
     try:
         source_mode, frames = img.mode, int(getattr(img, "n_frames", 1) or 1)
         size = img.size  # before any draft: records report the image's real dimensions
-        scale = 1
-        if not exact and draft_size and img.format == "JPEG":
-            target = "L" if luma and img.mode == "RGB" else img.mode if img.mode in ("L", "CMYK") else "RGB"
-            img.draft(target, (draft_size, draft_size))
+        scale, luma_only = 1, False
+        if not exact and (draft_size or luma) and img.format == "JPEG":
+            luma_only = luma and img.mode == "RGB"
+            target = "L" if luma_only else img.mode if img.mode in ("L", "CMYK") else "RGB"
+            img.draft(target, (draft_size, draft_size) if draft_size else size)  # full size: scale 1
             scale = _draft_scale(size, img.size)
         if frames > 1:
             img.seek(0)  # first frame: what a thumbnail or a training loader would show
@@ -176,7 +187,7 @@ def decode_image(data: bytes | None, max_pixels: int = DEFAULT_MAX_PIXELS, *, ex
     except Exception as exc:  # noqa: BLE001 - Pillow's plugins raise KeyError, struct.error, ZeroDivisionError… on hostile files
         raise DecodeError("corrupt", f"{type(exc).__name__}: {str(exc)[:200]}") from None
     return DecodedImage(data=data, pixels=pixels, source_mode=source_mode, frames=frames, exact=exact, size=tuple(size),
-                        scale=scale)
+                        scale=scale, luma_only=luma_only and pixels.mode == "L")
 
 
 def _draft_scale(full: tuple[int, int], draft: tuple[int, int]) -> int:

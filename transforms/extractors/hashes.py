@@ -76,7 +76,7 @@ class HashExtractor(FeatureExtractor):
                 from shardguard.indexes.imagehashes import pdq_with_dct
 
                 flips = 1 if self.for_views == "default" else 7  # default: the mirror only
-                rec["pdq"], rec["pdq_quality"], rec["_pdq_dct"] = pdq_with_dct(img.rgb, flips)
+                rec["pdq"], rec["pdq_quality"], rec["_pdq_dct"] = pdq_with_dct(img.pdq_pixels, flips)
             else:
                 rec.update(ht.compute(img))
 

@@ -63,7 +63,7 @@ class ViewsExtractor(FeatureExtractor):
         border = views.uniform_border(img.gray)
         if border is None:
             return None
-        crop = views.trimmed(img.rgb, border)
+        crop = views.trimmed(img.pdq_pixels, border)
         if min(crop.size) < 16:
             return None
         factor = min(crop.size) // TRIM_MIN_SIDE
