@@ -385,9 +385,75 @@ done:
     return result;
 }
 
+/* Pillow's LANCZOS weights for resizing `full` pixels to `outs` (Resample.c's precompute_coeffs and
+ * normalize_coeffs_8bpc, the same double operations in the same order: the integers Pillow uses),
+ * each output's taps then summed over blocks of `block` input pixels (an image reduced by `block`:
+ * lanczos.block_coefficients). Per output only its band of taps is evaluated. */
+static double sinc(double x) {
+    if (x == 0.0) return 1.0;
+    x = x * M_PI;
+    return sin(x) / x;
+}
+
+static double lanczos3(double x) { return (-3.0 <= x && x < 3.0) ? sinc(x) * sinc(x / 3.0) : 0.0; }
+
+static void pillow_block_weights(int full, int block, int outs, double *k, double *m) {
+    int cols = (full + block - 1) / block;
+    double scale = (double)full / outs, filterscale = scale < 1.0 ? 1.0 : scale;
+    double support = 3.0 * filterscale, ss = 1.0 / filterscale;
+    for (int xx = 0; xx < outs; xx++) {
+        double center = (xx + 0.5) * scale, ww = 0.0;
+        int xmin = (int)(center - support + 0.5), xmax;
+        if (xmin < 0) xmin = 0;
+        xmax = (int)(center + support + 0.5);
+        if (xmax > full) xmax = full;
+        xmax -= xmin;
+        for (int x = 0; x < xmax; x++) {
+            k[x] = lanczos3((x + xmin - center + 0.5) * ss);
+            ww += k[x];
+        }
+        double *row = m + (Py_ssize_t)xx * cols;
+        for (int j = 0; j < cols; j++) row[j] = 0.0;
+        for (int x = 0; x < xmax; x++) {
+            double w = ww != 0.0 ? k[x] / ww : k[x];
+            double fixed = w < 0 ? (double)(int)(-0.5 + w * 4194304.0) : (double)(int)(0.5 + w * 4194304.0);
+            row[(x + xmin) / block] += fixed;
+        }
+    }
+}
+
+PyDoc_STRVAR(block_weights_doc,
+"block_weights(full, block, out) -> bytes\n\n"
+"out x ceil(full / block) float64 matrix: Pillow's fixed-point LANCZOS weights for resizing full\n"
+"pixels to out (bit-identical integers), summed over blocks of `block` input pixels.");
+
+static PyObject *block_weights(PyObject *self, PyObject *args) {
+    int full, block, outs;
+    if (!PyArg_ParseTuple(args, "iii", &full, &block, &outs)) return NULL;
+    if (full <= 0 || block <= 0 || outs <= 0) {
+        PyErr_SetString(PyExc_ValueError, "block_weights: full, block and out must be positive");
+        return NULL;
+    }
+    int cols = (full + block - 1) / block;
+    PyObject *result = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)outs * cols * (Py_ssize_t)sizeof(double));
+    double *k = PyMem_RawMalloc(sizeof(double) * ((size_t)full + 1));
+    if (!result || !k) {
+        Py_XDECREF(result);
+        PyMem_RawFree(k);
+        return PyErr_NoMemory();
+    }
+    double *m = (double *)PyBytes_AS_STRING(result);
+    Py_BEGIN_ALLOW_THREADS
+    pillow_block_weights(full, block, outs, k, m);
+    Py_END_ALLOW_THREADS
+    PyMem_RawFree(k);
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"hash", hash, METH_VARARGS, hash_doc},
     {"lanczos", lanczos, METH_VARARGS, lanczos_doc},
+    {"block_weights", block_weights, METH_VARARGS, block_weights_doc},
     {"scratch_buffers", scratch_buffers, METH_NOARGS, "Scratch buffers held, all threads (tests)."},
     {NULL, NULL, 0, NULL},
 };

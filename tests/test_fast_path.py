@@ -273,7 +273,22 @@ def test_banded_block_weights_match_pillows_coefficients():
     from shardguard.indexes import lanczos
 
     for full, out in ((700, 32), (128, 32), (33, 32), (1000, 9), (512, 8), (64, 64), (5, 32), (257, 8)):
-        fast, exact = lanczos._weights_vectorised(full, out), lanczos.coefficients(full, out)
+        fast, exact = lanczos._weights_vectorised(full, out), lanczos.coefficients_reference(full, out)
         assert fast.shape == exact.shape == (out, full)
         assert np.abs(fast - exact).max() <= 1, (full, out)
         assert ((fast != 0) == (exact != 0)).mean() > 0.99  # the same band of taps
+
+
+@pytest.mark.parametrize("out", [32, 9, 8, 64])
+def test_compiled_weights_are_pillows_integers_summed_over_blocks(out):
+    """The compiled weights (``_pdqext.block_weights``) equal the tap-by-tap Python oracle of Pillow's
+    coefficients exactly, whole (block 1) and summed over blocks, for every size up to 300 and more."""
+    from shardguard.indexes import _pdqext, lanczos
+
+    for full in [*range(1, 301), 511, 700, 1000, 1023, 2000]:
+        exact = lanczos.coefficients_reference(full, out)
+        for block in (1, 2, 3, 4, 8):
+            got = np.frombuffer(_pdqext.block_weights(full, block, out), np.float64).reshape(out, -1)
+            np.testing.assert_array_equal(got, np.add.reduceat(exact, np.arange(0, full, block), axis=1))
+    with pytest.raises(ValueError, match="positive"):
+        _pdqext.block_weights(0, 1, 32)
