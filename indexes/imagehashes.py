@@ -120,10 +120,10 @@ def _pdq_buffer(img: Image.Image) -> tuple:
 
 
 def pdq_with_dct(rgb: Image.Image, flips: int = 7) -> tuple[str, int, np.ndarray | None]:
-    """PDQ hash, quality and the 16×16 DCTs (float32, shape 4×16×16) of the image (RGB or L, as ``pdq``), its mirror, its
-    vertical flip and its 180° rotation (``flips``: which of those three, a mask 1/2/4; the others are
-    zeros), from which the dihedral views' hashes follow (``views.dihedral``). None for the DCTs where
-    the compiled extension is missing."""
+    """PDQ hash, quality and the 16×16 DCTs (float32, shape 4×16×16) of the image (RGB or L, as
+    ``pdq``), its mirror, its vertical flip and its 180° rotation (``flips``: which of those three, a
+    mask 1/2/4; the others are zeros), from which the dihedral views' hashes follow
+    (``views.dihedral``). None for the DCTs where the compiled extension is missing."""
     _check_mode(rgb)
     try:
         from shardguard.indexes import _pdqext
