@@ -97,7 +97,7 @@ def pdq(rgb: Image.Image) -> tuple[str, int]:
     try:  # the compiled twin (indexes/_pdqext.c): the same floats in the same order, ~7× faster
         from shardguard.indexes import _pdqext
     except ImportError:  # not compiled on this worker: the reference binding, same result
-        return pdq_reference(np.ascontiguousarray(np.asarray(rgb.convert("RGB"))))
+        return pdq_reference(np.ascontiguousarray(np.asarray(rgb if rgb.mode == "RGB" else rgb.convert("RGB"))))
     bits, quality = _pdqext.hash(*_pdq_buffer(rgb))
     return bits.hex(), quality
 

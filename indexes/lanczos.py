@@ -74,8 +74,9 @@ def coefficients_reference(in_size: int, out_size: int) -> np.ndarray:
 
 def _weights_vectorised(in_size: int, out_size: int) -> np.ndarray:
     """``coefficients`` in numpy: the same formula and fixed-point rounding, evaluated for all taps
-    at once (~100× faster for large inputs; may differ in the last bit of a float, so it serves only
-    the approximate block path below, never the bit-exact one). Only each output's band of taps is
+    at once (~100× faster for large inputs; numpy's sin may differ in the last bit, so it serves only
+    the block path where the extension is not built; measured equal to ``coefficients_reference`` for
+    every input size up to 1,199 and outputs 32, 9 and 8). Only each output's band of taps is
     evaluated (the filter's support: ~6 × the scale of the whole row), then placed in the matrix."""
     scale = float(in_size) / out_size
     filterscale = max(scale, 1.0)
@@ -125,11 +126,16 @@ def block_coefficients(full: int, block: int, out_size: int) -> np.ndarray:
 def _compiled_weights():
     """``_pdqext.block_weights`` (Pillow's precompute_coeffs in C: the same doubles, so the same
     integers as ``coefficients``; tested), or None where the extension is not built."""
+    return _extension("block_weights")
+
+
+def _extension(name: str):
+    """A function of the compiled extension, or None where it is not built (numpy serves then)."""
     try:
         from shardguard.indexes import _pdqext
     except ImportError:
         return None
-    return getattr(_pdqext, "block_weights", None)
+    return getattr(_pdqext, name, None)
 
 
 _SCALE = 1.0 / (1 << PRECISION_BITS)  # a power of two: multiplying by it is exact, like the shift
@@ -147,11 +153,7 @@ def _clip8(acc: np.ndarray) -> np.ndarray:
 
 def compiled():
     """The compiled per-image resize (``_pdqext.lanczos``), or None where the extension is not built."""
-    try:
-        from shardguard.indexes import _pdqext
-    except ImportError:  # extension not built: the numpy products serve
-        return None
-    return getattr(_pdqext, "lanczos", None)
+    return _extension("lanczos")
 
 
 def _checked(shape: tuple[int, int], out_w: int, out_h: int, full, block: int):
