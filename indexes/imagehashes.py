@@ -36,14 +36,20 @@ def resize_gray(gray: np.ndarray, width: int, height: int) -> np.ndarray:
 def lanczos_resize(gray: np.ndarray, width: int, height: int, full: tuple[int, int] | None = None,
                    block: int = 1) -> np.ndarray:
     """imagehash's LANCZOS resize of a uint8 grayscale array — or, when ``block`` > 1, of the ``full``
-    image it reduces (``lanczos.block_coefficients``). The one place that picks the kernel: the
-    compiled replica (bit for bit Pillow's) for reduced and small images, where Pillow's per-call
-    set-up dominates; Pillow itself for large full-resolution ones."""
+    image it reduces (``lanczos.block_coefficients``)."""
+    return lanczos_resize_many([gray], width, height, full, block)[0]
+
+
+def lanczos_resize_many(grays: list[np.ndarray], width: int, height: int, full: tuple[int, int] | None = None,
+                        block: int = 1) -> np.ndarray:
+    """``lanczos_resize`` of same-shaped arrays (reductions of same-sized images), stacked. The one
+    place that picks the kernel: the compiled replica (bit for bit Pillow's) for reduced and small
+    images, where Pillow's per-call set-up dominates; Pillow itself for large full-resolution ones."""
     from shardguard.indexes import lanczos
 
-    if block > 1 or max(gray.shape) <= lanczos.MAX_SIDE:
-        return lanczos.resize_many([gray], width, height, full, block)[0]
-    return resize_gray(gray, width, height)
+    if block > 1 or max(grays[0].shape) <= lanczos.MAX_SIDE:
+        return lanczos.resize_many(grays, width, height, full, block)
+    return np.stack([resize_gray(g, width, height) for g in grays])
 
 
 def hash_input(img, width: int, height: int) -> np.ndarray:

@@ -110,19 +110,15 @@ def _resized(rows: list[dict], w: int, h: int) -> np.ndarray:
     """(N, h, w) uint8: every record's grayscale image resized as ``imagehashes.lanczos_resize``
     resizes it, in record order (images of one shape and reduction in one call: batched products
     where the compiled kernel is not built)."""
-    from shardguard.indexes import imagehashes, lanczos
+    from shardguard.indexes import imagehashes
 
     groups: dict[tuple, list[int]] = {}
     for i, r in enumerate(rows):
         full, block = r["_src"]
         groups.setdefault((r["_gray"].shape, full if block > 1 else None, block), []).append(i)
     out = np.empty((len(rows), h, w), np.uint8)
-    for (shape, full, block), idx in groups.items():
-        grays = [rows[i]["_gray"] for i in idx]
-        if block > 1 or max(shape) <= lanczos.MAX_SIDE:
-            out[idx] = lanczos.resize_many(grays, w, h, full, block)
-        else:
-            out[idx] = np.stack([imagehashes.lanczos_resize(g, w, h) for g in grays])
+    for (_, full, block), idx in groups.items():
+        out[idx] = imagehashes.lanczos_resize_many([rows[i]["_gray"] for i in idx], w, h, full, block)
     return out
 
 
