@@ -256,3 +256,43 @@ def test_neighbours_equal_a_brute_force_oracle_with_copies_of_a_seed():
                 want.append((i, seed, f"pdq@{view}", float(d)))
     got = [(i, m.entry, m.type, m.distance) for i, m in neighbours(table, "s", seeds, rule)]
     assert got == want and len({g[0] for g in got}) > 3
+
+
+def test_the_seed_index_is_built_once_per_seed_set_and_never_served_stale():
+    """Every shard's verdict gets the same seed set: its index is built once per worker; a different
+    seed set (another run, a re-filter) gets its own; a pickled rule carries no index."""
+    import pickle
+
+    import pyarrow as pa
+
+    from shardguard.transforms.rules.hashexpand import HashExpansion, neighbours
+
+    p, h = "ab" * 32, "0123456789abcdef"
+    table = pa.table({"key": ["r0"], "pdq": [p], "pdq_quality": pa.array([80], pa.int32()), "phash": [h]})
+    near = [("s/a", "as-is", p, 80, h)]
+    far = [("s/b", "as-is", "54" * 32, 80, "fedcba9876543210")]
+    rule = HashExpansion([])
+    ix = rule._index(near)
+    assert rule._index(near) is ix and rule._index(list(near)) is ix  # the runner's object, or an equal one
+    side = lambda seeds: {"count": len(seeds), "limit": 100, "seeds": seeds}  # noqa: E731
+    assert [m.entry for _, m in rule.shard_matches(table, _Ref("s"), side(near)).rows] == ["s/a"]
+    assert rule.shard_matches(table, _Ref("s"), side(far)).rows == ()  # not the cached index of `near`
+    assert neighbours(table, "s", far, rule) == []
+    assert pickle.loads(pickle.dumps(rule))._cached is None
+
+
+class _Ref:
+    def __init__(self, shard):
+        self.shard = shard
+
+
+def test_bounded_seeds_counts_per_shard_batches_and_drops_them_past_the_limit():
+    """Seeds arrive one list per shard: the count is of seeds, not lists, and past the limit only it is kept."""
+    from shardguard.transforms.rules.expansion import BoundedSeeds
+
+    fn = BoundedSeeds(3)
+    a = fn.add_input(fn.add_input(fn.create_accumulator(), [("b", "1")]), [("a", "2"), ("a", "1")])
+    assert fn.extract_output(a) == {"count": 3, "limit": 3, "seeds": [("a", "1"), ("a", "2"), ("b", "1")]}
+    b = fn.add_input(fn.create_accumulator(), [("c", "1")])
+    assert fn.extract_output(fn.merge_accumulators([a, b])) == {"count": 4, "limit": 3, "seeds": []}
+    assert fn.extract_output(fn.add_input(a, [("c", "1")]))["seeds"] == []

@@ -56,7 +56,8 @@ def neighbours(table, shard: str, seeds: list, threshold: float, max_per_row: in
 
 
 class BoundedSeeds(beam.CombineFn):
-    """All seeds, sorted, as long as there are at most ``limit``; past it, only their count."""
+    """All seeds, sorted, as long as there are at most ``limit``; past it, only their count. Inputs
+    are one shard's seeds each (a list: thousands of seed views cross the runner as a few elements)."""
 
     def __init__(self, limit: int):
         self._limit = limit
@@ -64,10 +65,10 @@ class BoundedSeeds(beam.CombineFn):
     def create_accumulator(self):  # noqa: D102
         return [0, []]
 
-    def add_input(self, acc, seed):  # noqa: D102
-        acc[0] += 1
+    def add_input(self, acc, seeds):  # noqa: D102
+        acc[0] += len(seeds)
         if acc[0] <= self._limit:
-            acc[1].append(seed)
+            acc[1].extend(seeds)
         else:
             acc[1] = []  # over the limit: only the count is kept (memory stays bounded)
         return acc
@@ -101,7 +102,7 @@ class _SeedsFn(SeedsDoFn):
     def process(self, ref):
         table = self.features(ref)
         if table is not None:
-            yield from seeds_of(table, ref.shard, self._rule.seed_rules)
+            yield seeds_of(table, ref.shard, self._rule.seed_rules)
 
 
 class KnnExpansion(Rule):

@@ -27,42 +27,46 @@ def _codes(hexes: list[str], nbytes: int) -> np.ndarray:
     return np.frombuffer(bytes.fromhex("".join(hexes)), np.uint8).reshape(len(hexes), nbytes)
 
 
-def _distinct_views(seeds: list) -> tuple[np.ndarray, np.ndarray, list[list[int]]]:
-    """(PDQ codes, pHash values, members) of the distinct (PDQ, pHash) pairs among the seed views:
-    copies of one known-bad image (common: a dataset holds many) give identical views, searched once."""
-    groups: dict[tuple[str, str], list[int]] = {}
-    for k, s in enumerate(seeds):
-        groups.setdefault((s[2], s[4]), []).append(k)
-    keys = list(groups)
-    return (_codes([p for p, _ in keys], 32), np.array([int(h, 16) for _, h in keys], dtype=np.uint64),
-            list(groups.values()))
+class SeedIndex:
+    """The seed views made searchable once per seed set (not once per shard): the distinct
+    (PDQ, pHash) pairs among them — copies of one known-bad image (common: a dataset holds many) give
+    identical views, searched once — in a FAISS binary index, their pHash values and members."""
+
+    def __init__(self, seeds: list):
+        import faiss
+
+        groups: dict[tuple[str, str], list[int]] = {}
+        for k, s in enumerate(seeds):
+            groups.setdefault((s[2], s[4]), []).append(k)
+        keys = list(groups)
+        self.seeds, self.members = seeds, list(groups.values())
+        self.phash = np.array([int(h, 16) for _, h in keys], dtype=np.uint64)
+        self.seed_ids = {s[0] for s in seeds}
+        self.index = faiss.IndexBinaryFlat(256)
+        if keys:
+            self.index.add(_codes([p for p, _ in keys], 32))
 
 
-def neighbours(table, shard: str, seeds: list, rule: "HashExpansion") -> list[tuple[int, MatchRecord]]:
+def neighbours(table, shard: str, seeds: "list | SeedIndex", rule: "HashExpansion") -> list[tuple[int, MatchRecord]]:
     """(row, match) for rows whose as-stored PDQ and pHash are within the joint rule of a seed view.
     The PDQ half is a FAISS binary range search over the distinct seed views (~44 per seed), the
     pHash half checks only its hits."""
-    import faiss
-
     pdq, qual, ph, keys = (column(table, c) for c in ("pdq", "pdq_quality", "phash", "key"))
     rows = [i for i in range(table.num_rows) if pdq[i] and ph[i] and (qual[i] or 0) >= rule.min_quality]
     if not rows or not seeds:
         return []
-    codes, s_ph, members = _distinct_views(seeds)
-    index = faiss.IndexBinaryFlat(256)
-    index.add(codes)
+    ix = seeds if isinstance(seeds, SeedIndex) else SeedIndex(seeds)
     # FAISS returns distances strictly below the radius
-    lims, dists, ids = index.range_search(_codes([pdq[i] for i in rows], 32), rule.pdq_distance + 1)
-    seed_ids = {s[0] for s in seeds}
+    lims, dists, ids = ix.index.range_search(_codes([pdq[i] for i in rows], 32), rule.pdq_distance + 1)
     out = []
     for j, i in enumerate(rows):
         lo, hi = int(lims[j]), int(lims[j + 1])
-        if lo == hi or f"{shard}/{keys[i]}" in seed_ids:
+        if lo == hi or f"{shard}/{keys[i]}" in ix.seed_ids:
             continue  # no neighbour, or a seed: a confirming list matched it already
         cand = ids[lo:hi]
-        close = np.bitwise_count(s_ph[cand] ^ np.uint64(int(ph[i], 16))) <= rule.phash_distance
-        found = sorted((int(d), seeds[k][0], seeds[k][1]) for d, c in zip(dists[lo:hi][close], cand[close])
-                       for k in members[c])
+        close = np.bitwise_count(ix.phash[cand] ^ np.uint64(int(ph[i], 16))) <= rule.phash_distance
+        found = sorted((int(d), ix.seeds[k][0], ix.seeds[k][1]) for d, c in zip(dists[lo:hi][close], cand[close])
+                       for k in ix.members[c])
         seen: set[str] = set()
         for d, seed, view in found:
             if seed not in seen and len(seen) < rule.max_per_row:
@@ -84,6 +88,10 @@ class HashExpansion(Rule):
         self.pdq_distance, self.phash_distance, self.min_quality = pdq_distance, phash_distance, min_quality
         self.action, self.max_seeds, self.max_per_row, self.columns = action, max_seeds, max_per_row, columns
         self.reuse = reuse  # False under --force: hash every seed's views again
+        self._cached: SeedIndex | None = None
+
+    def __getstate__(self):
+        return dict(self.__dict__, _cached=None)  # a worker builds its own index (FAISS objects do not pickle)
 
     @classmethod
     def build(cls, ctx) -> list[Rule]:  # noqa: D102
@@ -140,4 +148,12 @@ class HashExpansion(Rule):
         if side["count"] > side["limit"]:
             return DatasetMatches(failure=FailureRecord("expand", "SeedLimitExceeded", f"hash expansion: "
                                                         f"{side['count']} seed views, more than {side['limit']}"))
-        return DatasetMatches(rows=tuple(neighbours(table, ref.shard, side["seeds"], self)))
+        return DatasetMatches(rows=tuple(neighbours(table, ref.shard, self._index(side["seeds"]), self)))
+
+    def _index(self, seeds: list) -> SeedIndex:
+        """The seed set's index, built once per worker and seed set: every shard's verdict gets the
+        same side value (the same object from the runner's cache, or an equal one)."""
+        cached = self._cached
+        if cached is None or not (cached.seeds is seeds or cached.seeds == seeds):
+            self._cached = cached = SeedIndex(seeds)
+        return cached

@@ -55,7 +55,7 @@ class SeedViewsFn(SeedsDoFn):
         self._by_bytes: dict[str, list] = {}
 
     def process(self, ref):
-        """(seed, view, pdq, quality, phash) of every seed of one shard (or an error marker)."""
+        """The list of (seed, view, pdq, quality, phash) of every seed of one shard (or of an error marker)."""
         table = self.features(ref)
         if table is None:
             return
@@ -71,11 +71,11 @@ class SeedViewsFn(SeedsDoFn):
         try:
             known.update(self._views(ref, table, new) if new else {})
         except Exception as exc:  # noqa: BLE001 - the expansion would be incomplete: every shard says so
-            yield ("error", ref.shard, _read_error(exc), 0, "")
+            yield [("error", ref.shard, _read_error(exc), 0, "")]
             return
         rows = [(seed, *v) for seed in sorted(seeds, key=seeds.get) for v in known.get(seed, ())]
         self._save(path, rows)
-        yield from rows
+        yield rows
 
     def _known(self, ref, path: str) -> dict:
         """seed → its views' hashes, from this run's file or the parent's (same view set only)."""
