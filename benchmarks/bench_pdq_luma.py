@@ -5,8 +5,11 @@ Rows: the first ``--rows`` of the first shard of each real-photo corpus (``corpu
 ``border`` q95, 512 px ``keep_ratio``, ``mixed`` 128-1,000 px). For each row with PDQ quality ≥ 50
 (rows below cannot match): PDQ of the RGB decode (what the scan hashes) against
 - PDQ of the luma plane (Pillow's draft mode "L" at full scale: libjpeg decodes Y only);
+- fast mode's whole PDQ: the luma plane, and the filter evaluated only where PDQ samples it
+  (``imagehashes.pdq(..., sampled=True)``);
 - PDQ of the same pixels re-encoded at q90 and at q75 (the yardstick: what a re-upload changes).
-Printed: percentiles of the Hamming distances, and the decode times.
+Printed: percentiles of the Hamming distances, the decode times and the PDQ kernel's time per row
+(exact float schedule vs sampled) on the luma planes.
 Run: ``.venv/bin/python benchmarks/bench_pdq_luma.py [--rows 1000]``.
 """
 from __future__ import annotations
@@ -34,15 +37,34 @@ def _pdq_rgb(data: bytes):
     return imagehashes.pdq(Image.open(io.BytesIO(data)).convert("RGB"))
 
 
-def _pdq_luma(data: bytes) -> str:
+def _luma(data: bytes):
+    from PIL import Image
+
+    img = Image.open(io.BytesIO(data))
+    img.draft("L", img.size)  # scale 1: the Y plane, no chroma decode or colour conversion
+    return img.convert("L")
+
+
+def _pdq_luma(data: bytes, sampled: bool = False) -> str:
     from PIL import Image
 
     from shardguard.indexes import imagehashes
 
-    img = Image.open(io.BytesIO(data))
-    img.draft("L", img.size)  # scale 1: the Y plane, no chroma decode or colour conversion
-    y = np.asarray(img.convert("L"))
-    return imagehashes.pdq(Image.fromarray(np.repeat(y[:, :, None], 3, axis=2)))[0]
+    y = np.asarray(_luma(data))
+    return imagehashes.pdq(Image.fromarray(np.repeat(y[:, :, None], 3, axis=2)), sampled=sampled)[0]
+
+
+def _kernel_ms(rows: list[bytes]) -> tuple[float, float]:
+    """PDQ per luma plane, ms: the reference's float schedule, then the sampled filter."""
+    from shardguard.indexes import imagehashes
+
+    planes, out = [_luma(d) for d in rows], []
+    for sampled in (False, True):
+        t = time.perf_counter()
+        for y in planes:
+            imagehashes.pdq(y, sampled=sampled)
+        out.append(1000 * (time.perf_counter() - t) / len(planes))
+    return out[0], out[1]
 
 
 def _reencoded(data: bytes, quality: int) -> bytes:
@@ -75,16 +97,18 @@ def measure(mode: str, size: int, n: int) -> dict[str, list[int] | float]:
 
     shard = build(mode, size, 1, 1000) / "00000.parquet"
     rows = pq.read_table(shard, columns=["jpg"]).column(0).to_pylist()[:n]
-    out: dict = {"luma": [], "q90": [], "q75": [], "low": 0}
+    out: dict = {"luma": [], "fast": [], "q90": [], "q75": [], "low": 0}
     for data in rows:
         ref, quality = _pdq_rgb(data)
         if quality < 50:
             out["low"] += 1
             continue
         out["luma"].append(_hd(ref, _pdq_luma(data)))
+        out["fast"].append(_hd(ref, _pdq_luma(data, sampled=True)))
         for q in (90, 75):
             out[f"q{q}"].append(_hd(ref, _pdq_rgb(_reencoded(data, q))[0]))
     out["rgb_ms"], out["luma_ms"] = _decode_ms(rows, "RGB"), _decode_ms(rows, "L")
+    out["exact_pdq_ms"], out["sampled_pdq_ms"] = _kernel_ms(rows)
     return out
 
 
@@ -95,13 +119,16 @@ def main() -> None:
     lines = []
     for label, mode, size in CORPORA:
         m = measure(mode, size, a.rows)
-        for name, key in (("luma plane vs RGB decode", "luma"), ("re-encoded q90 vs original", "q90"),
+        for name, key in (("luma plane vs RGB decode", "luma"),
+                          ("fast PDQ (luma plane, sampled filter) vs RGB decode", "fast"),
+                          ("re-encoded q90 vs original", "q90"),
                           ("re-encoded q75 vs original", "q75")):
             d = np.array(m[key])
             lines.append((label, name, len(d), *(int(np.percentile(d, p)) for p in (50, 90, 99)), int(d.max()),
                           f"{np.mean(d > 31) * 100:.1f}%"))
         print(f"  {label}: quality < 50 skipped {m['low']}; decode RGB {m['rgb_ms']:.2f} ms, "
-              f"luma plane {m['luma_ms']:.2f} ms per row", file=sys.stderr)
+              f"luma plane {m['luma_ms']:.2f} ms per row; PDQ of the luma plane {m['exact_pdq_ms']:.3f} ms, "
+              f"sampled {m['sampled_pdq_ms']:.3f} ms", file=sys.stderr)
     print(f"# PDQ from the luma plane; {machine()}; {time.strftime('%Y-%m-%d')}")
     print(table(lines, ("corpus", "comparison", "rows", "p50", "p90", "p99", "max", "> 31 bits")))
 

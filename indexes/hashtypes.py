@@ -30,6 +30,7 @@ class ImageLike(Protocol):
     """What ``HashType.compute`` needs: the stored bytes and the decoded pixels."""
 
     data: bytes
+    exact: bool  # False in fast mode: hashes may take the measured shortcuts (README, Decode modes)
 
     @property
     def rgb(self): ...  # noqa: D102 - PIL RGB image
@@ -137,7 +138,8 @@ def _compute_dhash(img: ImageLike) -> dict:
 
 
 def _compute_pdq(img: ImageLike) -> dict:
-    value, quality = imagehashes.pdq(img.pdq_pixels)
+    # fast mode: the filter only where PDQ samples it (float rounding apart, the same values)
+    value, quality = imagehashes.pdq(img.pdq_pixels, sampled=not img.exact)
     return {"pdq": value, "pdq_quality": quality}
 
 

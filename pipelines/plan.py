@@ -22,7 +22,8 @@ from shardguard.transforms.contracts import RunLayout
 from shardguard.transforms.featurestage import FeatureSettings
 from shardguard.transforms.verdict import VerdictSettings
 
-FAST_DECODE_VERSION = 4  # the fast path's algorithm (README; 4: PDQ from the luma plane): a rerun never mixes its hashes with an older run's
+FAST_DECODE_VERSION = 5  # the fast path's algorithm (README; 4: PDQ from the luma plane; 5: PDQ's filter
+# evaluated where sampled): a rerun never mixes its hashes with an older run's
 
 
 @dataclass

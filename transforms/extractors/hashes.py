@@ -76,7 +76,8 @@ class HashExtractor(FeatureExtractor):
                 from shardguard.indexes.imagehashes import pdq_with_dct
 
                 flips = 1 if self.for_views == "default" else 7  # default: the mirror only
-                rec["pdq"], rec["pdq_quality"], rec["_pdq_dct"] = pdq_with_dct(img.pdq_pixels, flips)
+                rec["pdq"], rec["pdq_quality"], rec["_pdq_dct"] = pdq_with_dct(img.pdq_pixels, flips,
+                                                                               sampled=not img.exact)
             else:
                 rec.update(ht.compute(img))
 
@@ -136,6 +137,8 @@ def _mirror_phash(recs: list[dict], small: np.ndarray) -> None:
 
 class _BytesOnly:
     """The ImageLike view a cryptographic hash needs: bytes, no pixels."""
+
+    exact = True
 
     def __init__(self, data: bytes):
         self.data = data

@@ -67,7 +67,7 @@ class ViewsExtractor(FeatureExtractor):
         if min(crop.size) < 16:
             return None
         factor = min(crop.size) // TRIM_MIN_SIDE
-        return ["trim", None, *imagehashes.pdq(crop.reduce(factor) if factor > 1 else crop)]
+        return ["trim", None, *imagehashes.pdq(crop.reduce(factor) if factor > 1 else crop, sampled=not img.exact)]
 
     def finish(self, recs: list[dict], final: bool) -> None:  # noqa: D102
         for r in recs:
