@@ -85,6 +85,7 @@ static int quality_of(float a[64][64]) {
 }
 
 static float dct_matrix[16][64];
+static float dct_transposed[64][16]; /* dct_transposed[k][j] = dct_matrix[j][k] */
 /* Each channel's float64 product for every byte value: the same doubles numpy's `x * 0.299`
  * gives, looked up instead of converted and multiplied per pixel (the luma loop was ~40%). */
 static double luma_r[256], luma_g[256], luma_b[256];
@@ -98,24 +99,28 @@ static void init_tables(void) {
     const float scale = (float)sqrt(2.0 / 64.0);
     for (int i = 0; i < 16; i++)
         for (int j = 0; j < 64; j++)
-            dct_matrix[i][j] = (float)(scale * cos((M_PI / 2.0 / 64.0) * (i + 1) * (2 * j + 1)));
+            dct_transposed[j][i] = dct_matrix[i][j] = (float)(scale * cos((M_PI / 2.0 / 64.0) * (i + 1) * (2 * j + 1)));
 }
 
-/* B = D A Dᵀ for the 16 lowest non-DC frequencies, each sum taken in index order. */
+/* B = D A Dᵀ for the 16 lowest non-DC frequencies, each sum taken in index order (k ascending, from
+ * 0.0f: the reference's floats). The loops run k outside j so that the j loop, whose sums are
+ * independent, vectorises; every sum still adds its terms in the same order. */
 static void dct64to16(float a[64][64], float b[16][16]) {
     static __thread float t[16][64];
-    for (int i = 0; i < 16; i++)
-        for (int j = 0; j < 64; j++) {
-            float s = 0.0f;
-            for (int k = 0; k < 64; k++) s += dct_matrix[i][k] * a[k][j];
-            t[i][j] = s;
+    for (int i = 0; i < 16; i++) {
+        for (int j = 0; j < 64; j++) t[i][j] = 0.0f;
+        for (int k = 0; k < 64; k++) {
+            float d = dct_matrix[i][k];
+            for (int j = 0; j < 64; j++) t[i][j] += d * a[k][j];
         }
-    for (int i = 0; i < 16; i++)
-        for (int j = 0; j < 16; j++) {
-            float s = 0.0f;
-            for (int k = 0; k < 64; k++) s += t[i][k] * dct_matrix[j][k];
-            b[i][j] = s;
+    }
+    for (int i = 0; i < 16; i++) {
+        for (int j = 0; j < 16; j++) b[i][j] = 0.0f;
+        for (int k = 0; k < 64; k++) {
+            float x = t[i][k];
+            for (int j = 0; j < 16; j++) b[i][j] += x * dct_transposed[k][j];
         }
+    }
 }
 
 static int cmp_float(const void *x, const void *y) {
@@ -229,8 +234,9 @@ static void box_range(int o, int len, int window, int *a, int *b) {
     *b = o + half - 1 > len - 1 ? len - 1 : o + half - 1;
 }
 
-/* Taps of the twice-applied box filter at each distinct position of `want` (n_want, any order). */
-static int make_taps(taps_t *t, int len, int window, const int *want, int n_want) {
+/* Taps of the twice-applied box filter at each distinct position of `want` (n_want, any order), into
+ * t->w (room for n_want × (2 window - 1) doubles). */
+static void make_taps(taps_t *t, int len, int window, const int *want, int n_want) {
     int seen_n = 0;
     for (int k = 0; k < n_want; k++) { /* insertion into the sorted distinct set (≤ 128) */
         int p = want[k], i = 0;
@@ -242,8 +248,7 @@ static int make_taps(taps_t *t, int len, int window, const int *want, int n_want
     }
     t->n = seen_n;
     t->band = 2 * window - 1;
-    t->w = calloc((size_t)seen_n * t->band, sizeof(double));
-    if (!t->w) return -1;
+    memset(t->w, 0, sizeof(double) * (size_t)seen_n * t->band);
     for (int k = 0; k < seen_n; k++) {
         int a, b;
         box_range(t->pos[k], len, window, &a, &b);
@@ -265,7 +270,6 @@ static int make_taps(taps_t *t, int len, int window, const int *want, int n_want
             for (int x = c; x <= d; x++) w[x - lo] += inner;
         }
     }
-    return 0;
 }
 
 static int tap_index(const taps_t *t, int p) {
@@ -332,8 +336,12 @@ static void sampled_filter(const unsigned char *px, int rows, int cols, int step
     }
 }
 
+static float *scratch(size_t floats);
+
 /* The fast hash: as pdq_rgb, with the filtered values computed only at the sample positions (and,
- * for the views in `mask`, at their mirrored positions, as flipped_dcts reads them). */
+ * for the views in `mask`, at their mirrored positions, as flipped_dcts reads them: the mirror needs
+ * the mirrored columns, the flip the mirrored rows, the 180° rotation both). Buffers: the thread's
+ * scratch. */
 static int pdq_sampled(const unsigned char *px, int rows, int cols, int step, float b[16][16], int *quality,
                        int mask, float (*flips)[16][16]) {
     static __thread float a[64][64];
@@ -347,22 +355,20 @@ static int pdq_sampled(const unsigned char *px, int rows, int cols, int step, fl
         si[64 + k] = mirrored(si[k], rows, er);
         sj[64 + k] = mirrored(sj[k], cols, ec);
     }
-    int nwant = mask ? 128 : 64, rc = -1;
-    taps_t R = {0}, C = {0};
-    double *acc = NULL, *t = NULL;
-    float *rowbuf = NULL;
-    if (make_taps(&R, rows, filtered ? wr : 1, si, nwant) || make_taps(&C, cols, filtered ? wc : 1, sj, nwant))
-        goto out;
-    acc = calloc((size_t)R.n * C.n, sizeof(double));
-    t = malloc(sizeof(double) * C.n);
-    rowbuf = step == 1 ? NULL : malloc(sizeof(float) * cols);
-    if (!acc || !t || (step != 1 && !rowbuf)) goto out;
-    sampled_filter(px, rows, cols, step, &R, &C, acc, t, rowbuf);
+    int nr = mask & 6 ? 128 : 64, nc = mask & 5 ? 128 : 64;
+    int br = 2 * (filtered ? wr : 1) - 1, bc = 2 * (filtered ? wc : 1) - 1;
+    size_t doubles = (size_t)nr * br + (size_t)nc * bc + (size_t)nr * nc + nc + ((size_t)cols + 1) / 2;
+    double *buf = (double *)scratch(2 * doubles);
+    if (!buf) return -1;
+    taps_t R = {.w = buf}, C = {.w = buf + (size_t)nr * br};
+    make_taps(&R, rows, filtered ? wr : 1, si, nr);
+    make_taps(&C, cols, filtered ? wc : 1, sj, nc);
+    double *acc = C.w + (size_t)nc * bc, *t = acc + (size_t)nr * nc;
+    memset(acc, 0, sizeof(double) * (size_t)R.n * C.n);
+    sampled_filter(px, rows, cols, step, &R, &C, acc, t, (float *)(t + nc));
     int ri[128], ci[128];
-    for (int k = 0; k < nwant; k++) {
-        ri[k] = tap_index(&R, si[k]);
-        ci[k] = tap_index(&C, sj[k]);
-    }
+    for (int k = 0; k < nr; k++) ri[k] = tap_index(&R, si[k]);
+    for (int k = 0; k < nc; k++) ci[k] = tap_index(&C, sj[k]);
     for (int i = 0; i < 64; i++)
         for (int j = 0; j < 64; j++) a[i][j] = (float)acc[(size_t)ri[i] * C.n + ci[j]];
     *quality = quality_of(a);
@@ -374,14 +380,7 @@ static int pdq_sampled(const unsigned char *px, int rows, int cols, int step, fl
             for (int j = 0; j < 64; j++) a[i][j] = (float)acc[(size_t)rr[i] * C.n + cc[j]];
         dct64to16(a, flips[v]);
     }
-    rc = 0;
-out:
-    free(R.w);
-    free(C.w);
-    free(acc);
-    free(t);
-    free(rowbuf);
-    return rc;
+    return 0;
 }
 
 /* Per-thread scratch, kept between calls up to KEEP_FLOATS: a fresh 2 MB allocation per image
@@ -458,6 +457,7 @@ static PyObject *hash(PyObject *self, PyObject *args) {
         rc = pdq_sampled(px.buf, rows, cols, step, b, &quality, want_flips, flips);
         if (rc == 0) bits_of(b, bits);
         Py_END_ALLOW_THREADS
+        release_scratch();
         if (rc != 0) {
             PyBuffer_Release(&px);
             return PyErr_NoMemory();
