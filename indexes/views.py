@@ -13,6 +13,8 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image, ImageOps
 
+from shardguard.indexes.imagehashes import luma_array
+
 
 def pdq_bits(dct: np.ndarray) -> str:
     """PDQ's hash of a 16×16 DCT: bit k set when coefficient k is above the median (Meta's order)."""
@@ -41,24 +43,25 @@ def uniform_border(gray, tol: int = 8, min_frac: float = 0.02) -> tuple[int, int
     """(top, bottom, left, right) rows/columns of a uniform border (a letter-box, padding, a frame) of
     an "L" image (or uint8 array), or None when no side has ≥ ``min_frac`` of border. A side's border
     is its run of lines whose pixels stay within ``tol`` of its outermost line's value, extended over
-    JPEG's ringing (``_ringing``). Pillow finds the runs (a lookup table and a bounding box: C passes)."""
-    img = Image.fromarray(gray) if isinstance(gray, np.ndarray) else gray
-    w, h = img.size
+    JPEG's ringing (``_ringing``). Vectorised over the pixel array (uint8 comparisons and row / column
+    reductions): img2dataset's default resize letter-boxes most images, so this runs on most rows."""
+    a = gray if isinstance(gray, np.ndarray) else luma_array(gray)
+    h, w = a.shape
     if h < 16 or w < 16:
         return None
     counts, boxes = [0, 0, 0, 0], {}
-    for i, box in enumerate(((0, 0, w, 1), (0, h - 1, w, h), (0, 0, 1, h), (w - 1, 0, w, h))):
-        lo, hi = img.crop(box).getextrema()
+    for i, line in enumerate((a[0], a[h - 1], a[:, 0], a[:, w - 1])):
+        lo, hi = int(line.min()), int(line.max())
         if hi - lo > tol:
-            continue  # the usual case (no border on this side), decided from one 1-pixel crop
+            continue  # the usual case (no border on this side), decided from its outermost line
         value = (lo + hi) // 2
         if value not in boxes:  # sides of one colour share the pass
-            boxes[value] = img.point([255 if abs(x - value) > tol else 0 for x in range(256)]).getbbox()
-        bbox = boxes[value]
-        if bbox is None:
+            boxes[value] = _content_box(a, value, tol)
+        box = boxes[value]
+        if box is None:
             return None  # the whole image is uniform: nothing to trim to
-        n = (bbox[1], h - bbox[3], bbox[0], w - bbox[2])[i]
-        counts[i] = n + _ringing(_inner(img, i, n), value)
+        n = (box[1], h - box[3], box[0], w - box[2])[i]
+        counts[i] = n + _ringing(_inner(a, i, n), value)
     if counts[0] + counts[1] >= h - 8 or counts[2] + counts[3] >= w - 8:
         return None  # (nearly) the whole image is uniform: nothing to trim to
     if max(counts[0], counts[1]) < min_frac * h and max(counts[2], counts[3]) < min_frac * w:
@@ -66,12 +69,30 @@ def uniform_border(gray, tol: int = 8, min_frac: float = 0.02) -> tuple[int, int
     return tuple(counts)
 
 
-def _inner(img: Image.Image, side: int, n: int, depth: int = 16) -> np.ndarray:
-    """The ``depth`` lines just inside side ``side``'s border of ``n`` lines, outermost first."""
-    w, h = img.size
-    box = ((0, n, w, n + depth), (0, h - n - depth, w, h - n), (n, 0, n + depth, h), (w - n - depth, 0, w - n, h))[side]
-    a = np.asarray(img.crop(box))
-    return (a, a[::-1], a.T, a.T[::-1])[side]
+def _content_box(a: np.ndarray, value: int, tol: int) -> tuple[int, int, int, int] | None:
+    """(left, top, right, bottom), exclusive ends, of the pixels more than ``tol`` from ``value``
+    (Pillow's ``getbbox`` convention), or None when there are none."""
+    far = (a < value - tol) if value - tol > 0 else np.zeros(a.shape, bool)
+    if value + tol < 255:
+        far |= a > value + tol
+    rows = np.flatnonzero(far.any(axis=1))
+    if not len(rows):
+        return None
+    cols = np.flatnonzero(far.any(axis=0))
+    return int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1
+
+
+def _inner(a: np.ndarray, side: int, n: int, depth: int = 16) -> np.ndarray:
+    """The ``depth`` lines just inside side ``side``'s border of ``n`` lines, outermost first (zeros
+    where they would lie outside the image)."""
+    h, w = a.shape
+    r0, r1, c0, c1 = ((n, n + depth, 0, w), (h - n - depth, h - n, 0, w), (0, h, n, n + depth),
+                      (0, h, w - n - depth, w - n))[side]
+    out = np.zeros((r1 - r0, c1 - c0), np.uint8)
+    rr0, rr1, cc0, cc1 = max(r0, 0), min(r1, h), max(c0, 0), min(c1, w)
+    if rr0 < rr1 and cc0 < cc1:
+        out[rr0 - r0:rr1 - r0, cc0 - c0:cc1 - c0] = a[rr0:rr1, cc0:cc1]
+    return (out, out[::-1], out.T, out.T[::-1])[side]
 
 
 def _ringing(inner: np.ndarray, value: int, block: int = 8) -> int:
