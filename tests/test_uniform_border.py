@@ -84,3 +84,7 @@ def test_luma_array_shares_pillow_memory_only_where_pillow_owns_it():
     assert np.array_equal(shared, a) and not shared.flags.owndata and not shared.flags.writeable
     over_numpy = Image.fromarray(a)
     assert over_numpy.readonly and np.array_equal(imagehashes.luma_array(over_numpy), a)
+    del decoded  # the array keeps Pillow's memory alive (the hashes read it after the image is gone)
+    __import__("gc").collect()
+    others = [Image.new("L", (90, 90), 77) for _ in range(50)]  # would reuse freed memory
+    assert np.array_equal(shared, a) and len(others) == 50

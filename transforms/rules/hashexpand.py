@@ -46,6 +46,9 @@ class SeedIndex:
         if keys:
             self.index.add(_codes([p for p, _ in keys], 32))
 
+    def __len__(self) -> int:
+        return len(self.seeds)
+
 
 def neighbours(table, shard: str, seeds: "list | SeedIndex", rule: "HashExpansion") -> list[tuple[int, MatchRecord]]:
     """(row, match) for rows whose as-stored PDQ and pHash are within the joint rule of a seed view.
