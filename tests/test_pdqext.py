@@ -101,8 +101,9 @@ def test_without_the_extension_pdq_falls_back_to_pdqhash(monkeypatch):
 
 
 def test_pillow_memory_is_read_in_place():
-    """``pdq`` reads Pillow's RGBX memory without a copy where Pillow exports it (Arrow), with the
-    same result as the packed-RGB path; images of odd sizes, from several sources."""
+    """``pdq`` reads Pillow's RGBX memory without a copy where Pillow exports it (Arrow) and the image
+    is large enough to gain, with the same result as the packed-RGB path; images of odd sizes, from
+    several sources."""
     imgs = [make_image(i, 97 + 61 * i).convert("RGB") for i in range(8)]
     imgs.append(Image.fromarray(np.random.default_rng(3).integers(0, 256, (33, 517, 3), dtype=np.uint8)))
     imgs.append(make_image(1, 200).convert("CMYK").convert("RGB"))
@@ -112,7 +113,9 @@ def test_pillow_memory_is_read_in_place():
         if view is not None:
             assert _pdqext.hash(view, img.height, img.width, False, 4) == _pdqext.hash(packed, img.height, img.width)
         assert imagehashes.pdq(img) == imagehashes.pdq_reference(packed)
-    assert imagehashes._rgbx_view(imgs[0]) is not None or not hasattr(imgs[0], "__arrow_c_array__")
+    big = imgs[7]  # 524 px: above imagehashes._SHARE_BYTES (smaller images are copied: cheaper)
+    assert imagehashes._rgbx_view(big) is not None or not hasattr(big, "__arrow_c_array__")
+    assert imagehashes._rgbx_view(imgs[0]) is None
 
 
 _SCRATCH_CHILD = """

@@ -75,16 +75,27 @@ def test_the_oracle_cases_include_borders_and_no_borders():
 
 
 def test_luma_array_shares_pillow_memory_only_where_pillow_owns_it():
-    """A decoded "L" image is read in place (no copy); one over numpy memory (``fromarray``, whose
-    export crashes Pillow 12) is copied; both give the pixels."""
-    a = np.asarray(make_image(3, 90).convert("L"))
-    decoded = Image.open(io.BytesIO(encode(Image.fromarray(a), "PNG")))
-    decoded.load()
-    shared = imagehashes.luma_array(decoded)
-    assert np.array_equal(shared, a) and not shared.flags.owndata and not shared.flags.writeable
+    """A large decoded "L" image is read in place (the array's pointer is Pillow's pixel memory); a
+    small one is copied (cheaper than the export), and so is one over numpy memory (``fromarray``,
+    whose export crashes Pillow 12); all give the pixels, and the shared array outlives its image."""
+    import pyarrow as pa
+
+    def decoded(side: int):
+        a = np.asarray(make_image(3, side).convert("L"))
+        img = Image.open(io.BytesIO(encode(Image.fromarray(a), "PNG")))
+        img.load()
+        return a, img
+
+    a, big = decoded(400)  # 160 KB: above imagehashes._SHARE_BYTES
+    shared = imagehashes.luma_array(big)
+    assert np.array_equal(shared, a) and not shared.flags.writeable
+    assert shared.ctypes.data == pa.array(big).buffers()[-1].address
+    small_a, small = decoded(90)
+    copied = imagehashes.luma_array(small)
+    assert np.array_equal(copied, small_a) and copied.ctypes.data != pa.array(small).buffers()[-1].address
     over_numpy = Image.fromarray(a)
     assert over_numpy.readonly and np.array_equal(imagehashes.luma_array(over_numpy), a)
-    del decoded  # the array keeps Pillow's memory alive (the hashes read it after the image is gone)
+    del big  # the array keeps Pillow's memory alive (the hashes read it after the image is gone)
     __import__("gc").collect()
-    others = [Image.new("L", (90, 90), 77) for _ in range(50)]  # would reuse freed memory
-    assert np.array_equal(shared, a) and len(others) == 50
+    others = [Image.new("L", (400, 400), 77) for _ in range(20)]  # would reuse freed memory
+    assert np.array_equal(shared, a) and len(others) == 20
