@@ -282,19 +282,6 @@ static int tap_index(const taps_t *t, int p) {
 }
 
 /* Dot of one row's band with one column position's taps; four partial sums (fast mode: any order). */
-static double dot_u8(const unsigned char *p, const double *w, int n) {
-    double s0 = 0.0, s1 = 0.0, s2 = 0.0, s3 = 0.0;
-    int x = 0;
-    for (; x + 4 <= n; x += 4) {
-        s0 += w[x] * p[x];
-        s1 += w[x + 1] * p[x + 1];
-        s2 += w[x + 2] * p[x + 2];
-        s3 += w[x + 3] * p[x + 3];
-    }
-    for (; x < n; x++) s0 += w[x] * p[x];
-    return (s0 + s1) + (s2 + s3);
-}
-
 static double dot_f(const float *p, const double *w, int n) {
     double s0 = 0.0, s1 = 0.0, s2 = 0.0, s3 = 0.0;
     int x = 0;
@@ -309,7 +296,7 @@ static double dot_f(const float *p, const double *w, int n) {
 }
 
 /* acc (R.n × C.n) = P·X·Qᵀ at the sampled positions, streaming rows: a row no sample row's band
- * covers is never read. `rowbuf`: cols floats for converting an RGB row to luma. */
+ * covers is never read. `rowbuf`: cols floats, the row's luma. */
 static void sampled_filter(const unsigned char *px, int rows, int cols, int step, const taps_t *R,
                            const taps_t *C, double *acc, double *t, float *rowbuf) {
     int first = 0;
@@ -318,15 +305,13 @@ static void sampled_filter(const unsigned char *px, int rows, int cols, int step
         if (first == R->n) break;
         if (R->lo[first] > r) continue;
         const unsigned char *p = px + (Py_ssize_t)r * cols * step;
-        if (step == 1) {
-            for (int c = 0; c < C->n; c++)
-                t[c] = dot_u8(p + C->lo[c], C->w + (size_t)c * C->band, C->hi[c] - C->lo[c]);
-        } else {
+        if (step == 1) /* luma given */
+            for (int c = 0; c < cols; c++) rowbuf[c] = (float)p[c];
+        else /* PDQ's luma, rounded to float as the reference stores it */
             for (int c = 0; c < cols; c++, p += step)
                 rowbuf[c] = (float)((luma_r[p[0]] + luma_g[p[1]]) + luma_b[p[2]]);
-            for (int c = 0; c < C->n; c++)
-                t[c] = dot_f(rowbuf + C->lo[c], C->w + (size_t)c * C->band, C->hi[c] - C->lo[c]);
-        }
+        for (int c = 0; c < C->n; c++)
+            t[c] = dot_f(rowbuf + C->lo[c], C->w + (size_t)c * C->band, C->hi[c] - C->lo[c]);
         for (int i = first; i < R->n && R->lo[i] <= r; i++) {
             if (r >= R->hi[i]) continue;
             double wr = R->w[(size_t)i * R->band + (r - R->lo[i])];
