@@ -10,7 +10,8 @@
  * is the same float, only the schedule differs. Built with -ffp-contract=off so that no
  * multiply-add is fused. Tested bit for bit against pdqhash (hash, quality and the 16×16 floats).
  * Fast mode asks for `pdq_sampled` instead: the filter evaluated only at the 64×64 sample points
- * (3–4× faster; the same values up to float rounding, not bit-identical; see there).
+ * (3–4× faster; the same values up to float rounding, not bit-identical; see there). Its sums run
+ * in an order numpy can replay: indexes/pdq_sampled.py is its bit-identical twin (the fallback).
  * No numpy headers: pixels arrive as a plain contiguous buffer.
  */
 #define PY_SSIZE_T_CLEAN
@@ -217,7 +218,7 @@ static void pdq_rgb(const unsigned char *rgb, int rows, int cols, int step, floa
  * pixels, in double: ~1 multiply-add per pixel instead of four filtering passes over every pixel.
  * Mathematically the reference's values; numerically they differ by float rounding (the reference
  * keeps float running sums), so a hash bit can differ only where a DCT coefficient lies within
- * rounding of the median (measured in benchmarks/bench_pdq_sampled.py). */
+ * rounding of the median (measured: benchmarks/bench_pdq_luma.py, tests/test_pdq_sampled.py). */
 typedef struct {
     int n;        /* distinct sample positions, ascending */
     int pos[128]; /* their positions */
@@ -281,24 +282,42 @@ static int tap_index(const taps_t *t, int p) {
     return a;
 }
 
-/* Dot of one row's band with one column position's taps; four partial sums (fast mode: any order). */
-static double dot_f(const float *p, const double *w, int n) {
-    double s0 = 0.0, s1 = 0.0, s2 = 0.0, s3 = 0.0;
-    int x = 0;
-    for (; x + 4 <= n; x += 4) {
-        s0 += w[x] * p[x];
-        s1 += w[x + 1] * p[x + 1];
-        s2 += w[x + 2] * p[x + 2];
-        s3 += w[x + 3] * p[x + 3];
+/* One row's sampled column values: t[c] = Σ_k w_c[k] · row[lo_c + k], each sum k ascending from 0.0
+ * (imagehashes.pdq_sampled_reference replays that order in numpy). Four columns at a time when their
+ * bands are as long: four independent chains instead of one latency-bound one. */
+static void row_samples(const double *row, const taps_t *C, double *t) {
+    int c = 0;
+    for (; c + 4 <= C->n; c += 4) {
+        int n = C->hi[c] - C->lo[c];
+        if (C->hi[c + 1] - C->lo[c + 1] != n || C->hi[c + 2] - C->lo[c + 2] != n || C->hi[c + 3] - C->lo[c + 3] != n)
+            break;
+        const double *x0 = row + C->lo[c], *x1 = row + C->lo[c + 1], *x2 = row + C->lo[c + 2], *x3 = row + C->lo[c + 3];
+        const double *w0 = C->w + (size_t)c * C->band, *w1 = w0 + C->band, *w2 = w1 + C->band, *w3 = w2 + C->band;
+        double s0 = 0.0, s1 = 0.0, s2 = 0.0, s3 = 0.0;
+        for (int k = 0; k < n; k++) {
+            s0 += w0[k] * x0[k];
+            s1 += w1[k] * x1[k];
+            s2 += w2[k] * x2[k];
+            s3 += w3[k] * x3[k];
+        }
+        t[c] = s0;
+        t[c + 1] = s1;
+        t[c + 2] = s2;
+        t[c + 3] = s3;
     }
-    for (; x < n; x++) s0 += w[x] * p[x];
-    return (s0 + s1) + (s2 + s3);
+    for (; c < C->n; c++) {
+        const double *x = row + C->lo[c], *w = C->w + (size_t)c * C->band;
+        double s = 0.0;
+        for (int k = 0, n = C->hi[c] - C->lo[c]; k < n; k++) s += w[k] * x[k];
+        t[c] = s;
+    }
 }
 
-/* acc (R.n × C.n) = P·X·Qᵀ at the sampled positions, streaming rows: a row no sample row's band
- * covers is never read. `rowbuf`: cols floats, the row's luma. */
+/* acc (R.n × C.n) = P·X·Qᵀ at the sampled positions, streaming rows (a row no sample row's band
+ * covers is never read); a sample row's sums add rows in ascending order. `rowbuf`: cols doubles,
+ * the row's luma (as float, then double: the reference's values). */
 static void sampled_filter(const unsigned char *px, int rows, int cols, int step, const taps_t *R,
-                           const taps_t *C, double *acc, double *t, float *rowbuf) {
+                           const taps_t *C, double *acc, double *t, double *rowbuf) {
     int first = 0;
     for (int r = 0; r < rows; r++) {
         while (first < R->n && R->hi[first] <= r) first++;
@@ -306,12 +325,11 @@ static void sampled_filter(const unsigned char *px, int rows, int cols, int step
         if (R->lo[first] > r) continue;
         const unsigned char *p = px + (Py_ssize_t)r * cols * step;
         if (step == 1) /* luma given */
-            for (int c = 0; c < cols; c++) rowbuf[c] = (float)p[c];
+            for (int c = 0; c < cols; c++) rowbuf[c] = (double)p[c];
         else /* PDQ's luma, rounded to float as the reference stores it */
             for (int c = 0; c < cols; c++, p += step)
-                rowbuf[c] = (float)((luma_r[p[0]] + luma_g[p[1]]) + luma_b[p[2]]);
-        for (int c = 0; c < C->n; c++)
-            t[c] = dot_f(rowbuf + C->lo[c], C->w + (size_t)c * C->band, C->hi[c] - C->lo[c]);
+                rowbuf[c] = (double)(float)((luma_r[p[0]] + luma_g[p[1]]) + luma_b[p[2]]);
+        row_samples(rowbuf, C, t);
         for (int i = first; i < R->n && R->lo[i] <= r; i++) {
             if (r >= R->hi[i]) continue;
             double wr = R->w[(size_t)i * R->band + (r - R->lo[i])];
@@ -342,7 +360,7 @@ static int pdq_sampled(const unsigned char *px, int rows, int cols, int step, fl
     }
     int nr = mask & 6 ? 128 : 64, nc = mask & 5 ? 128 : 64;
     int br = 2 * (filtered ? wr : 1) - 1, bc = 2 * (filtered ? wc : 1) - 1;
-    size_t doubles = (size_t)nr * br + (size_t)nc * bc + (size_t)nr * nc + nc + ((size_t)cols + 1) / 2;
+    size_t doubles = (size_t)nr * br + (size_t)nc * bc + (size_t)nr * nc + (size_t)nc + (size_t)cols;
     double *buf = (double *)scratch(2 * doubles);
     if (!buf) return -1;
     taps_t R = {.w = buf}, C = {.w = buf + (size_t)nr * br};
@@ -350,7 +368,7 @@ static int pdq_sampled(const unsigned char *px, int rows, int cols, int step, fl
     make_taps(&C, cols, filtered ? wc : 1, sj, nc);
     double *acc = C.w + (size_t)nc * bc, *t = acc + (size_t)nr * nc;
     memset(acc, 0, sizeof(double) * (size_t)R.n * C.n);
-    sampled_filter(px, rows, cols, step, &R, &C, acc, t, (float *)(t + nc));
+    sampled_filter(px, rows, cols, step, &R, &C, acc, t, t + nc);
     int ri[128], ci[128];
     for (int k = 0; k < nr; k++) ri[k] = tap_index(&R, si[k]);
     for (int k = 0; k < nc; k++) ci[k] = tap_index(&C, sj[k]);

@@ -99,12 +99,18 @@ def pdq(rgb: Image.Image, sampled: bool = False) -> tuple[str, int]:
     The caller must pass RGB or L: pdqhash reads the first three channels as RGB, so a CMYK array
     hashes almost inverted and a palette array is read as indices (see DEVELOPERS.md).
     ``sampled`` (fast mode): the filter is evaluated only where PDQ samples it (``_pdqext.c``,
-    ``pdq_sampled``): the same values up to float rounding, 3-4× faster, not bit-identical.
+    ``pdq_sampled``): the reference's values up to float rounding, 3-4× faster, not bit-identical to
+    pdqhash; without the extension its numpy twin (``pdq_sampled.py``) gives the same bits.
     """
     _check_mode(rgb)
     try:  # the compiled twin (indexes/_pdqext.c): the same floats in the same order, ~7× faster
         from shardguard.indexes import _pdqext
-    except ImportError:  # not compiled on this worker: the reference binding, same result
+    except ImportError:  # not compiled on this worker: the same result, slower
+        if sampled:
+            from shardguard.indexes.pdq_sampled import pdq_sampled
+
+            bits, quality, _, _ = pdq_sampled(np.asarray(rgb))
+            return bits.hex(), quality
         return pdq_reference(np.ascontiguousarray(np.asarray(rgb if rgb.mode == "RGB" else rgb.convert("RGB"))))
     bits, quality = _pdqext.hash(*_pdq_buffer(rgb), 0, sampled)
     return bits.hex(), quality
@@ -137,6 +143,11 @@ def pdq_with_dct(rgb: Image.Image, flips: int = 7, sampled: bool = False) -> tup
     try:
         from shardguard.indexes import _pdqext
     except ImportError:
+        if sampled:  # the kernel's numpy twin: the same hash and DCTs
+            from shardguard.indexes.pdq_sampled import pdq_sampled
+
+            bits, quality, b, views = pdq_sampled(np.asarray(rgb), flips or 1)
+            return bits.hex(), quality, np.concatenate([b[None], views])
         h, quality = pdq(rgb)
         return h, quality, None  # the reference binding exposes no DCT: no dihedral views
     pixels, rows, cols, _, step = _pdq_buffer(rgb)

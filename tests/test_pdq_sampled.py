@@ -96,3 +96,47 @@ def test_pdq_takes_the_sampled_path_only_when_asked():
     assert imagehashes.pdq(img) == imagehashes.pdq_reference(packed)
     h, q = imagehashes.pdq(img, sampled=True)
     assert (bytes.fromhex(h), q) == _sampled(packed)[:2]
+
+
+def _shapes():
+    rng = np.random.default_rng(5)
+    fixed = [(64, 64), (5, 5), (4, 9), (63, 65), (129, 128), (7, 300), (300, 7), (256, 256), (1000, 37)]
+    return fixed + [(int(rng.integers(5, 700)), int(rng.integers(5, 700))) for _ in range(8)]
+
+
+@pytest.mark.parametrize("shape", _shapes())
+def test_the_numpy_twin_gives_the_kernels_bits(shape):
+    """``pdq_sampled.py`` replays the kernel's operations in its order: the same hash, quality, DCT and
+    view DCTs, bit for bit, on luma and RGB, noise and smooth content, with and without views — so
+    a worker without the compiled extension hashes as one with it."""
+    from shardguard.indexes.pdq_sampled import pdq_sampled
+
+    rng = np.random.default_rng(shape[0] * 1000 + shape[1])
+    for rgb in (False, True):
+        a = rng.integers(0, 256, size=shape + ((3,) if rgb else ()), dtype=np.uint8)
+        if rgb:
+            a = np.ascontiguousarray((np.cumsum(a.astype(np.int32), axis=0) % 256).astype(np.uint8))
+        for flips in (0, 1, 7):
+            bits, quality, floats, *views = _sampled(a, flips, step=3 if rgb else 1)
+            twin = pdq_sampled(a, flips)
+            assert (bits, quality) == twin[:2]
+            assert np.array_equal(np.frombuffer(floats, np.float32).reshape(16, 16), twin[2])
+            if flips:
+                assert np.array_equal(np.frombuffer(views[0], np.float32).reshape(3, 16, 16), twin[3])
+
+
+def test_without_the_extension_fast_pdq_falls_back_to_the_twin(monkeypatch):
+    """A worker where the C extension was not built computes fast mode's PDQ (and its DCTs) through
+    the numpy twin: the same values as the kernel."""
+    import sys
+
+    import shardguard.indexes as pkg
+
+    img = make_image(11, 333).convert("L")
+    want, want_dct = imagehashes.pdq(img, sampled=True), imagehashes.pdq_with_dct(img, 1, sampled=True)
+    monkeypatch.setitem(sys.modules, "shardguard.indexes._pdqext", None)
+    monkeypatch.delattr(pkg, "_pdqext", raising=False)
+    monkeypatch.setattr(imagehashes, "pdq_reference", lambda px: pytest.fail("took pdqhash, not the twin"))
+    assert imagehashes.pdq(img, sampled=True) == want
+    got = imagehashes.pdq_with_dct(img, 1, sampled=True)
+    assert got[:2] == want_dct[:2] and np.array_equal(got[2], want_dct[2])
