@@ -65,6 +65,7 @@ setup(
         "open-clip-torch>=2.24",
         "safetensors>=0.4",
         "threadpoolctl>=3.1",
+        "simplejpeg>=1.8",  # fast mode's luma-plane JPEG decode (transforms/jpegluma.py)
     ],
     extras_require={
         "gpu": ["faiss-gpu-cu12"],

@@ -13,6 +13,8 @@ from functools import cached_property
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from shardguard.transforms.jpegluma import decode_luma
+
 # Pillow's own default; a row above it is refused before decoding (a "decompression bomb").
 DEFAULT_MAX_PIXELS = 89_478_485
 _ORIENTATION = 0x0112  # EXIF tag
@@ -156,6 +158,10 @@ def decode_image(data: bytes | None, max_pixels: int = DEFAULT_MAX_PIXELS, *, ex
         raise DecodeError("null_image", "image column is null")
     if len(data) == 0:
         raise DecodeError("empty", "image has zero bytes")
+    if luma and not exact:  # the common case in one compiled call: the same pixels (jpegluma.py)
+        plane = decode_luma(data, max_pixels, draft_size)
+        if plane is not None:
+            return _luma_image(data, *plane)
     img = _open(data, max_pixels)
     try:
         source_mode, frames = img.mode, int(getattr(img, "n_frames", 1) or 1)
@@ -188,6 +194,12 @@ def decode_image(data: bytes | None, max_pixels: int = DEFAULT_MAX_PIXELS, *, ex
         raise DecodeError("corrupt", f"{type(exc).__name__}: {str(exc)[:200]}") from None
     return DecodedImage(data=data, pixels=pixels, source_mode=source_mode, frames=frames, exact=exact, size=tuple(size),
                         scale=scale, luma_only=luma_only and pixels.mode == "L")
+
+
+def _luma_image(data: bytes, plane, size: tuple[int, int], scale: int) -> DecodedImage:
+    pixels = Image.frombytes("L", (plane.shape[1], plane.shape[0]), plane)
+    return DecodedImage(data=data, pixels=pixels, source_mode="RGB", frames=1, exact=False, size=size,
+                        scale=scale, luma_only=True)
 
 
 def _draft_scale(full: tuple[int, int], draft: tuple[int, int]) -> int:
