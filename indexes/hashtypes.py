@@ -39,6 +39,9 @@ class ImageLike(Protocol):
     def pdq_pixels(self): ...  # noqa: D102 - PIL RGB image, or "L" (luma) where that is all there is
 
     @property
+    def pdq_input(self): ...  # noqa: D102 - ``pdq_pixels``, or the same luma as a 2-D uint8 array
+
+    @property
     def gray(self): ...  # noqa: D102 - PIL "L" image
 
     @property
@@ -139,7 +142,7 @@ def _compute_dhash(img: ImageLike) -> dict:
 
 def _compute_pdq(img: ImageLike) -> dict:
     # fast mode: the filter only where PDQ samples it (float rounding apart, the same values)
-    value, quality = imagehashes.pdq(img.pdq_pixels, sampled=not img.exact)
+    value, quality = imagehashes.pdq(img.pdq_input, sampled=not img.exact)
     return {"pdq": value, "pdq_quality": quality}
 
 

@@ -92,9 +92,10 @@ def dhash(gray: Image.Image) -> str:
     return dhash_from_gray9x8(dhash_input(gray))
 
 
-def pdq(rgb: Image.Image, sampled: bool = False) -> tuple[str, int]:
+def pdq(rgb: Image.Image | np.ndarray, sampled: bool = False) -> tuple[str, int]:
     """PDQ hash (64 hex digits) and quality (0-100) of an RGB image, or of an "L" image (its luma:
-    the hash of R = G = B = L, which PDQ's luma formula maps back to L exactly).
+    the hash of R = G = B = L, which PDQ's luma formula maps back to L exactly), or of such a luma
+    plane as a (height, width) uint8 array.
 
     The caller must pass RGB or L: pdqhash reads the first three channels as RGB, so a CMYK array
     hashes almost inverted and a palette array is read as indices (see DEVELOPERS.md).
@@ -111,19 +112,27 @@ def pdq(rgb: Image.Image, sampled: bool = False) -> tuple[str, int]:
 
             bits, quality, _, _ = pdq_sampled(np.asarray(rgb))
             return bits.hex(), quality
+        if isinstance(rgb, np.ndarray):
+            return pdq_reference(np.ascontiguousarray(np.repeat(rgb[:, :, None], 3, axis=2)))
         return pdq_reference(np.ascontiguousarray(np.asarray(rgb if rgb.mode == "RGB" else rgb.convert("RGB"))))
     bits, quality = _pdqext.hash(*_pdq_buffer(rgb), 0, sampled)
     return bits.hex(), quality
 
 
-def _check_mode(img: Image.Image) -> None:
+def _check_mode(img: Image.Image | np.ndarray) -> None:
+    if isinstance(img, np.ndarray):
+        if img.ndim != 2 or img.dtype != np.uint8:
+            raise ValueError(f"pdq reads a luma plane as a 2-D uint8 array, got {img.dtype} {img.shape}")
+        return
     if img.mode not in ("RGB", "L"):
         raise ValueError(f"pdq needs an RGB (or luma, L) image, got mode {img.mode}")
 
 
-def _pdq_buffer(img: Image.Image) -> tuple:
+def _pdq_buffer(img: Image.Image | np.ndarray) -> tuple:
     """(pixels, rows, cols, with_floats, step) for ``_pdqext.hash``: Pillow's own RGBX memory
-    where it can be shared, else packed RGB, or the luma bytes of an "L" image (step 1)."""
+    where it can be shared, else packed RGB, or the luma bytes of an "L" image or a plane (step 1)."""
+    if isinstance(img, np.ndarray):  # a luma plane (checked by _check_mode)
+        return np.ascontiguousarray(img), img.shape[0], img.shape[1], False, 1
     width, height = img.size
     if img.mode == "L":
         return np.ascontiguousarray(luma_array(img)), height, width, False, 1
@@ -133,7 +142,7 @@ def _pdq_buffer(img: Image.Image) -> tuple:
     return np.ascontiguousarray(np.asarray(img)), height, width, False, 3
 
 
-def pdq_with_dct(rgb: Image.Image, flips: int = 7, sampled: bool = False) -> tuple[str, int, np.ndarray | None]:
+def pdq_with_dct(rgb: Image.Image | np.ndarray, flips: int = 7, sampled: bool = False) -> tuple[str, int, np.ndarray | None]:
     """PDQ hash, quality and the 16×16 DCTs (float32, shape 4×16×16) of the image (RGB or L, as
     ``pdq``), its mirror, its vertical flip and its 180° rotation (``flips``: which of those three, a
     mask 1/2/4; the others are zeros), from which the dihedral views' hashes follow

@@ -140,3 +140,41 @@ def test_exact_mode_and_colour_never_take_it(monkeypatch):
     decode_image(data, exact=False, luma=False, draft_size=64)
     assert calls == []
     assert decode_image(data, exact=False, luma=True).luma_only and len(calls) == 1
+
+
+@pytest.mark.parametrize("views", ["off", "default", "full"])
+def test_features_from_the_plane_equal_pillows_path(views, monkeypatch):
+    """PDQ (and its views' DCTs) read the decoded plane itself, pHash/dHash Pillow's view of the same
+    memory: every feature equals the Pillow path's."""
+    from shardguard.transforms.features import hash_runner
+
+    rows = [{"row": i, "key": f"k{i}", "key_derived": False, "url": None, "status": "success",
+             "image": _jpeg(img, **kw)} for i, (img, kw) in enumerate(LAYOUTS.values())]
+
+    def records():
+        runner = hash_runner(("md5", "sha256", "phash", "dhash", "pdq"), 10**9, exact=False, views=views)
+        recs = runner.compute(rows)
+        return [{k: (v.tobytes() if isinstance(v, np.ndarray) else v) for k, v in r.items()} for r in recs]
+
+    fast = records()
+    assert all(r["status"] == "ok" for r in fast)
+    _pillow_only(monkeypatch)
+    assert fast == records()
+
+
+@pytest.mark.parametrize("compiled", [True, False])
+def test_pdq_of_a_plane_equals_pdq_of_its_image(compiled, monkeypatch):
+    import sys
+
+    from shardguard.indexes import imagehashes
+
+    if not compiled:  # the fallbacks (pdqhash, the sampled kernel's numpy twin) read planes too
+        monkeypatch.setitem(sys.modules, "shardguard.indexes._pdqext", None)
+    plane = jpegluma.decode_luma(_jpeg(_wide(16, 300, 211), quality=90), 10**9, None)[0]
+    img = Image.fromarray(plane)
+    for sampled in (False, True):
+        assert imagehashes.pdq(plane, sampled) == imagehashes.pdq(img, sampled)
+        a, b = imagehashes.pdq_with_dct(plane, 7, sampled), imagehashes.pdq_with_dct(img, 7, sampled)
+        assert a[:2] == b[:2] and (a[2] is b[2] is None or np.array_equal(a[2], b[2]))
+    with pytest.raises(ValueError, match="2-D uint8"):
+        imagehashes.pdq(plane.astype(np.float32))

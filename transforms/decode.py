@@ -11,6 +11,7 @@ import io
 from dataclasses import dataclass
 from functools import cached_property
 
+import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from shardguard.transforms.jpegluma import decode_luma
@@ -51,6 +52,7 @@ class DecodedImage:
     size: tuple[int, int] | None = None  # full-resolution (width, height) when ``rgb`` is a draft
     scale: int = 1  # full-resolution pixels per draft pixel (JPEG DCT scaling 1/scale)
     luma_only: bool = False  # a colour source decoded to its luma plane alone (fast mode): no colour
+    plane: np.ndarray | None = None  # that plane as the one-call decoder gave it; ``pixels`` shares its memory
 
     @property
     def width(self) -> int:
@@ -75,6 +77,12 @@ class DecodedImage:
         decode (PDQ's luma of R = G = B = L is L exactly, so a grayscale source hashes the same
         either way; the luma plane differs from PDQ's luma of the RGB decode by rounding, README)."""
         return self.pixels if self.pixels.mode == "L" else self.rgb
+
+    @property
+    def pdq_input(self):
+        """What the PDQ kernels read: the decoded luma plane as a (height, width) uint8 array where
+        the one-call decoder gave one (no copy out of Pillow), else ``pdq_pixels``."""
+        return self.plane if self.plane is not None else self.pdq_pixels
 
     @cached_property
     def gray(self) -> Image.Image:
@@ -197,9 +205,10 @@ def decode_image(data: bytes | None, max_pixels: int = DEFAULT_MAX_PIXELS, *, ex
 
 
 def _luma_image(data: bytes, plane, size: tuple[int, int], scale: int) -> DecodedImage:
-    pixels = Image.frombytes("L", (plane.shape[1], plane.shape[0]), plane)
+    # Pillow reads the array's memory in place (read-only image): the plane is never written
+    pixels = Image.frombuffer("L", (plane.shape[1], plane.shape[0]), plane, "raw", "L", 0, 1)
     return DecodedImage(data=data, pixels=pixels, source_mode="RGB", frames=1, exact=False, size=size,
-                        scale=scale, luma_only=True)
+                        scale=scale, luma_only=True, plane=plane)
 
 
 def _draft_scale(full: tuple[int, int], draft: tuple[int, int]) -> int:

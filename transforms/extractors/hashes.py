@@ -77,7 +77,7 @@ class HashExtractor(FeatureExtractor):
                 from shardguard.indexes.imagehashes import pdq_with_dct
 
                 flips = 1 if self.for_views == "default" else 7  # default: the mirror only
-                rec["pdq"], rec["pdq_quality"], rec["_pdq_dct"] = pdq_with_dct(img.pdq_pixels, flips,
+                rec["pdq"], rec["pdq_quality"], rec["_pdq_dct"] = pdq_with_dct(img.pdq_input, flips,
                                                                                sampled=not img.exact)
             else:
                 rec.update(ht.compute(img))
