@@ -61,3 +61,34 @@ def test_local_runs_never_use_a_timed_stream(monkeypatch):
                                                      "--direct_num_workers=2"])) as p:
             _build(p)
     assert not made
+
+
+def test_a_run_freezes_the_heap_it_found_and_puts_it_back():
+    """``run_beam`` leaves the objects alive at its start out of garbage collection while it runs
+    (``runutil.frozen_heap``) and returns them to the collector after, also when the run fails."""
+    import gc
+
+    seen = []
+
+    def build(p):
+        seen.append(gc.get_freeze_count())
+        _build(p)
+
+    before = gc.get_freeze_count()
+    run_beam(build, pipeline_options([]))
+    assert seen[0] > 10_000 and gc.get_freeze_count() == before
+
+    def broken(p):
+        raise RuntimeError("boom")
+
+    try:
+        run_beam(broken, pipeline_options([]))
+    except RuntimeError:
+        pass
+    assert gc.get_freeze_count() == before
+    gc.freeze()  # an application that froze its own heap keeps it frozen
+    try:
+        run_beam(_build, pipeline_options([]))
+        assert gc.get_freeze_count() > 0  # not unfrozen by the run
+    finally:
+        gc.unfreeze()
