@@ -108,3 +108,32 @@ def test_a_partly_kept_shard_rewritten_after_its_rows_were_read_fails_closed(tmp
     with pytest.raises(InputChanged, match="changed since it was scanned"):  # a re-filter checks the sha256
         ParquetFormat().write_clean(info, set(range(0, 40, 2)), dst, None, verify_sha256=True)
     assert not list((tmp_path / "out").iterdir())
+
+
+def test_copies_and_hashes_read_in_reused_chunks(tmp_path, monkeypatch):
+    """Small chunks (the footer check's tail spans several of them): the same bytes, sha256 and
+    footer check as one read; a reader without ``readinto`` reads the plain way."""
+    import io
+
+    from shardguard.indexes import fileio
+
+    src = _shard(tmp_path / "a.parquet", 300)
+    data, meta = src.read_bytes(), shard_metadata(str(src))
+    sha = hashlib.sha256(data).hexdigest()
+    monkeypatch.setattr(fileio, "_CHUNK", 1000)  # < the footer: the tail is pieced together
+    assert meta["footer_size"] > 1000
+    assert fileio.sha256_file(str(src)) == (sha, len(data))
+    assert copy_whole(str(src), str(tmp_path / "c.parquet"), sha, meta["layout_sha256"], meta["footer_size"]) == sha
+    assert fileio.copy_verified(str(src), str(tmp_path / "d.parquet"), sha) == sha
+    assert (tmp_path / "c.parquet").read_bytes() == data == (tmp_path / "d.parquet").read_bytes()
+
+    class Plain:
+        def __init__(self):
+            self._f = io.BytesIO(data)
+
+        def read(self, n):
+            return self._f.read(n)
+
+    assert b"".join(bytes(c) for c in fileio.read_chunks(Plain())) == data
+    chunks = list(fileio.read_chunks(io.BytesIO(data)))
+    assert len(chunks) == -(-len(data) // 1000) and chunks[0].obj is chunks[-1].obj  # one buffer

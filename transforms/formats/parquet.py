@@ -22,7 +22,6 @@ from shardguard.transforms.formats import InputChanged, InputFormat, derive_keys
 
 READ_BATCH_ROWS = 64  # image rows per record batch: ~64 images in memory per reading thread
 ROW_GROUP_BYTES = 64 << 20  # clean shards: row groups of about this size (bounded memory)
-_COPY_CHUNK = 8 << 20
 
 
 def layout_digest(tail: bytes) -> str:
@@ -125,10 +124,10 @@ def copy_whole(src: str, dst: str, expected_sha256: str, layout_sha256: str | No
     digest, tail = hashlib.sha256(), b""
     keep = (footer_size or 0) + 8
     with FileSystems.open(src, compression_type="uncompressed") as f, fileio.atomic_writer(dst) as out:
-        while chunk := f.read(_COPY_CHUNK):
+        for chunk in fileio.read_chunks(f):
             digest.update(chunk)
             out.write(chunk)
-            tail = (tail + chunk)[-keep:] if len(chunk) < keep else chunk[-keep:]
+            tail = (tail + chunk)[-keep:] if len(chunk) < keep else bytes(chunk[-keep:])  # the buffer is reused
         if layout_sha256 and not _footer_is(tail, layout_sha256):
             raise InputChanged(f"{src} changed after its rows were read (footer differs); not copied")
         if digest.hexdigest() != expected_sha256:
