@@ -8,7 +8,7 @@ converts to RGB (CMYK and palette images hash wrongly otherwise). Every failure 
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 
 import numpy as np
@@ -52,7 +52,8 @@ class DecodedImage:
     size: tuple[int, int] | None = None  # full-resolution (width, height) when ``rgb`` is a draft
     scale: int = 1  # full-resolution pixels per draft pixel (JPEG DCT scaling 1/scale)
     luma_only: bool = False  # a colour source decoded to its luma plane alone (fast mode): no colour
-    plane: np.ndarray | None = None  # that plane as the one-call decoder gave it; ``pixels`` shares its memory
+    # that plane as the one-call decoder gave it (``pixels`` shares its memory); not compared
+    plane: np.ndarray | None = field(default=None, compare=False, repr=False)
 
     @property
     def width(self) -> int:
