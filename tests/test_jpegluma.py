@@ -178,3 +178,13 @@ def test_pdq_of_a_plane_equals_pdq_of_its_image(compiled, monkeypatch):
         assert a[:2] == b[:2] and (a[2] is b[2] is None or np.array_equal(a[2], b[2]))
     with pytest.raises(ValueError, match="2-D uint8"):
         imagehashes.pdq(plane.astype(np.float32))
+
+
+def test_the_plane_is_read_in_place():
+    """pHash/dHash (when unreduced), the letter-box check and PDQ read the decoded plane itself."""
+    small = decode_image(_jpeg(_wide(17, 199, 150)), exact=False, luma=True)  # under 256 px: unreduced
+    assert small.plane is not None
+    assert small.hash_gray_array is small.plane and small.gray_input is small.plane and small.pdq_input is small.plane
+    large = decode_image(_jpeg(_wide(18, 512, 384)), exact=False, luma=True)  # reduced for pHash/dHash
+    assert large.hash_gray.size == (171, 128)  # reduced by 3 (384 // 128)
+    assert np.array_equal(large.hash_gray_array, np.asarray(large.hash_gray))

@@ -91,6 +91,21 @@ class DecodedImage:
         pixels themselves, since L → RGB → L is the identity in Pillow's fixed-point weights)."""
         return self.pixels if self.pixels.mode == "L" else self.pixels.convert("L")
 
+    @property
+    def gray_input(self):
+        """``gray`` for readers that also take a 2-D uint8 array (the letter-box check): the decoded
+        plane itself where there is one (no copy out of Pillow), else the "L" image."""
+        return self.plane if self.plane is not None else self.gray
+
+    @property
+    def hash_gray_array(self) -> np.ndarray:
+        """``hash_gray`` as a (height, width) uint8 array: the decoded plane itself when pHash and
+        dHash read it unreduced, else a view or copy of Pillow's pixels (``luma_array``)."""
+        from shardguard.indexes.imagehashes import luma_array
+
+        gray = self.hash_gray
+        return self.plane if self.plane is not None and gray is self.pixels else luma_array(gray)
+
     @cached_property
     def _reduce_factor(self) -> int:
         factor = min(self.gray.size) // REDUCE_MIN_SIDE

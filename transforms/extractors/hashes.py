@@ -11,7 +11,6 @@ import numpy as np
 import pyarrow as pa
 
 from shardguard.indexes.hashtypes import HASH_TYPES
-from shardguard.indexes.imagehashes import luma_array
 from shardguard.transforms.extractors import DecodeNeeds, FeatureExtractor
 
 BATCHED = ("phash", "dhash")  # hashed for a whole batch at once by ``finish_hash_batch``
@@ -68,7 +67,7 @@ class HashExtractor(FeatureExtractor):
                 continue
             if name in BATCHED:
                 if "_gray" not in rec:  # one grayscale array serves both pHash and dHash
-                    rec["_gray"] = luma_array(img.hash_gray)
+                    rec["_gray"] = img.hash_gray_array
                     rec["_src"] = ((img.width, img.height), img.hash_block)
                 rec.setdefault("_batched", []).append(name)
                 if self.for_views and name == "phash":

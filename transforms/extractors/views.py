@@ -60,7 +60,7 @@ class ViewsExtractor(FeatureExtractor):
 
         if not with_pdq:
             return None
-        border = views.uniform_border(img.gray)
+        border = views.uniform_border(img.gray_input)
         if border is None:
             return None
         crop = views.trimmed(img.pdq_pixels, border)
