@@ -225,12 +225,15 @@ def test_a_seed_whose_input_changed_is_refused(data, tmp_path):
     assert "cannot be read to hash its seeds" in m["shards"][0]["failure"]["message"]
 
 
-def test_neighbours_equal_a_brute_force_oracle_with_copies_of_a_seed():
+@pytest.mark.parametrize("packed", [False, True])
+def test_neighbours_equal_a_brute_force_oracle_with_copies_of_a_seed(packed):
     """Seed views of several copies of one image (identical hashes) plus other seeds: the search over
-    distinct views finds exactly what comparing every row with every seed view finds."""
+    distinct views finds exactly what comparing every row with every seed view finds — given the
+    rows, or packed as the runner hands them over."""
     import pyarrow as pa
 
     from shardguard.transforms.rules.hashexpand import HashExpansion, neighbours
+    from shardguard.transforms.rules.seedpack import SeedViews
 
     rng = np.random.default_rng(5)
     flip = lambda h, n: f"{int(h, 16) ^ sum(1 << int(b) for b in rng.choice(len(h) * 4, n, replace=False)):0{len(h)}x}"  # noqa: E731
@@ -254,7 +257,8 @@ def test_neighbours_equal_a_brute_force_oracle_with_copies_of_a_seed():
             if seed not in seen and len(seen) < rule.max_per_row:
                 seen.append(seed)
                 want.append((i, seed, f"pdq@{view}", float(d)))
-    got = [(i, m.entry, m.type, m.distance) for i, m in neighbours(table, "s", seeds, rule)]
+    given = SeedViews.pack(seeds) if packed else seeds
+    got = [(i, m.entry, m.type, m.distance) for i, m in neighbours(table, "s", given, rule)]
     assert got == want and len({g[0] for g in got}) > 3
 
 
@@ -296,3 +300,36 @@ def test_bounded_seeds_counts_per_shard_batches_and_drops_them_past_the_limit():
     b = fn.add_input(fn.create_accumulator(), [("c", "1")])
     assert fn.extract_output(fn.merge_accumulators([a, b])) == {"count": 4, "limit": 3, "seeds": []}
     assert fn.extract_output(fn.add_input(a, [("c", "1")]))["seeds"] == []
+
+
+def test_packed_seed_views_round_trip_and_stay_a_handful_of_objects():
+    """The seed set crosses the runner packed: the same rows come back (sorted by seed, view); a
+    malformed hash is refused; and however many views, the value is a few objects plus the distinct
+    seed ids and view names (the runner's side-input cache walks every object of it to weigh it)."""
+    import gc
+    import types
+
+    from shardguard.transforms.rules.hashexpand import BoundedSeedViews
+    from shardguard.transforms.rules.seedpack import SeedViews
+
+    rng = np.random.default_rng(2)
+    rows = [(f"s{c:02d}/k", f"view{v:02d}", rng.bytes(32).hex(), int(rng.integers(0, 101)), rng.bytes(8).hex())
+            for c in range(30) for v in range(40)]
+    packed = SeedViews.pack(rows[::-1])
+    assert packed.rows() == sorted(rows) and len(packed) == 1200 and packed == SeedViews.pack(rows)
+    seen, todo = set(), [packed]
+    while todo:  # what a deep-size walk visits (classes and modules are not the value's)
+        o = todo.pop()
+        if id(o) not in seen and not isinstance(o, (type, types.ModuleType, types.FunctionType)):
+            seen.add(id(o))
+            todo.extend(gc.get_referents(o))
+    assert len(seen) < 30 + 40 + 20
+    with pytest.raises(ValueError, match="64 and a pHash of 16"):
+        SeedViews.pack([("s/k", "as-is", "ab" * 31, 80, "00" * 8)])
+    fn = BoundedSeedViews(10_000)
+    acc = fn.add_input(fn.add_input(fn.create_accumulator(), rows[:5]), [("error", "s07", "OSError: gone", 0, "")])
+    out = fn.extract_output(acc)
+    assert out["count"] == 6 and out["errors"] == [("error", "s07", "OSError: gone", 0, "")]
+    assert out["seeds"].rows() == sorted(rows[:5])
+    empty = fn.extract_output(fn.create_accumulator())
+    assert empty["count"] == 0 and empty["errors"] == [] and len(empty["seeds"]) == 0

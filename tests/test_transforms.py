@@ -87,3 +87,26 @@ def test_match_reasons_come_from_the_kind():
     assert _m("x").reason == "hashlist:x"
     assert MatchRecord("neighbor-of-known-bad", "neighbor", "clip", "s/k", 0.9).reason == "neighbor-of-known-bad"
     assert MatchRecord("min-clip-score", "rule", "clip_score", "< 0.2", 0.1).reason == "rule:min-clip-score"
+
+
+def test_record_files_are_the_same_bytes_whether_empty_or_not_cached(tmp_path):
+    """Empty record files (most shards' review, tag and error files) reuse one serialisation per
+    schema: it must be byte for byte what writing the empty table gives, and a non-empty file is
+    unaffected (a resumed or re-run shard must reproduce its files exactly)."""
+    import hashlib
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from shardguard.transforms import records
+
+    for schema in (records.VERDICT_SCHEMA, records.ERROR_SCHEMA):
+        fresh = records.parquet_bytes(pa.Table.from_pylist([], schema=schema))
+        for n in range(2):  # the first call fills the cache, the second reads it
+            out = records.write_rows(str(tmp_path / f"e{n}.parquet"), [], schema)
+            data = (tmp_path / f"e{n}.parquet").read_bytes()
+            assert data == fresh and out == {"sha256": hashlib.sha256(fresh).hexdigest(), "rows": 0}
+            assert pq.read_table(tmp_path / f"e{n}.parquet").schema == schema
+    row = {"row": 3, "key": "k", "stage": "decode", "error_class": "E", "message": "m", "kept": False}
+    out = records.write_rows(str(tmp_path / "one.parquet"), [row], records.ERROR_SCHEMA)
+    assert out["rows"] == 1 and pq.read_table(tmp_path / "one.parquet").to_pylist() == [row]

@@ -22,7 +22,7 @@ from shardguard.indexes.arrowio import read_table
 from shardguard.transforms.contracts import ColumnNames, DatasetMatches, FailureRecord, RunLayout, ShardRef
 from shardguard.transforms.decide import KEEP, decide
 from shardguard.transforms.formats import InputChanged
-from shardguard.transforms.rules import DATASET, KEYED, SIDE, column
+from shardguard.transforms.rules import DATASET, KEYED, SIDE, SIDE_DEFAULT, column
 from shardguard.transforms.write import (
     count_verdicts,
     seed_output,
@@ -221,7 +221,8 @@ class VerdictStage(beam.PTransform):
         for i, rule in enumerate(self._settings.dataset_rules):
             out = refs | f"Dataset-{rule.kinds[0]}-{i}" >> _RuleExpand(rule, ctx)
             if SIDE in out:
-                sides[f"r{i}"] = beam.pvalue.AsSingleton(out[SIDE])
+                extra = {"default_value": out[SIDE_DEFAULT]} if SIDE_DEFAULT in out else {}
+                sides[f"r{i}"] = beam.pvalue.AsSingleton(out[SIDE], **extra)
             if KEYED in out:
                 keyed[f"{i:02d}-{rule.kinds[0]}"] = out[KEYED]
         if not keyed:

@@ -68,9 +68,8 @@ def parent_kept_rows(parent) -> list[int]:
 
     dropped: set[int] = set()
     for kind in ("removed", "review", "errors"):
-        table = read_table(fileio.join(parent.run_dir, parent.outputs[kind]["path"]))
         cols = ["row"] + (["kept"] if kind == "errors" else [])
-        for r in table.select(cols).to_pylist():
+        for r in read_table(fileio.join(parent.run_dir, parent.outputs[kind]["path"]), columns=cols).to_pylist():
             if kind != "errors" or not r["kept"]:
                 dropped.add(r["row"])
     return [i for i in range(parent.outputs["features"]["rows"]) if i not in dropped]

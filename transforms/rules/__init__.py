@@ -19,6 +19,7 @@ from shardguard.transforms.contracts import MatchRecord
 
 ROW, DATASET = "row", "dataset"
 SIDE, KEYED = "side", "keyed"
+SIDE_DEFAULT = "side_default"  # with SIDE: the side value when its PCollection is empty
 
 
 class Rule:
@@ -61,7 +62,8 @@ class Rule:
     def expand(self, refs, ctx) -> dict:
         """Dataset scope: wiring from the ``ShardRef``s of every shard to what each shard's verdict
         needs from the whole dataset, as ``{"side": PCollection}`` (one value every shard sees, e.g. the
-        seed set: nothing per row crosses a shuffle) and/or ``{"keyed": PCollection}`` of
+        seed set: nothing per row crosses a shuffle; with ``"side_default"``, the value when that
+        PCollection is empty) and/or ``{"keyed": PCollection}`` of
         ``(shard, DatasetMatches)`` (e.g. dedup's decisions, joined to their shards)."""
         raise NotImplementedError
 

@@ -15,7 +15,7 @@ import numpy as np
 
 from shardguard.indexes.arrowio import read_table
 from shardguard.transforms.contracts import DatasetMatches, FailureRecord, MatchRecord
-from shardguard.transforms.rules import DATASET, SIDE, Rule, column
+from shardguard.transforms.rules import DATASET, SIDE, SIDE_DEFAULT, Rule, column
 from shardguard.transforms.rules.concepts import embedding_matrix
 
 NEIGHBOR_SOURCE = "neighbor-of-known-bad"
@@ -79,6 +79,15 @@ class BoundedSeeds(beam.CombineFn):
 
     def extract_output(self, acc):  # noqa: D102
         return {"count": acc[0], "limit": self._limit, "seeds": sorted(acc[1], key=lambda s: (s[0], s[1]))}
+
+
+def bounded_side(per_shard, combine: BoundedSeeds) -> dict:
+    """The seed set as a dataset rule's side value: the combine of every shard's seeds, and the value
+    that stands for it when no shard has any (``SIDE_DEFAULT``: the verdict's singleton view supplies
+    it, so the combine runs without Beam's default branch — a further stage and shuffle that would
+    only inject that empty value)."""
+    return {SIDE: per_shard | "BoundSeeds" >> beam.CombineGlobally(combine).without_defaults(),
+            SIDE_DEFAULT: combine.extract_output(combine.create_accumulator())}
 
 
 class SeedsDoFn(beam.DoFn):
@@ -147,9 +156,8 @@ class KnnExpansion(Rule):
                 self.max_seeds, self.max_per_row]
 
     def expand(self, refs, ctx) -> dict:  # noqa: D102
-        seeds = (refs | "Seeds" >> beam.ParDo(_SeedsFn(self, ctx.layout, ctx.shared))
-                 | "BoundSeeds" >> beam.CombineGlobally(BoundedSeeds(self.max_seeds)))
-        return {SIDE: seeds}
+        return bounded_side(refs | "Seeds" >> beam.ParDo(_SeedsFn(self, ctx.layout, ctx.shared)),
+                            BoundedSeeds(self.max_seeds))
 
     def shard_matches(self, table, ref, seedset) -> DatasetMatches:  # noqa: D102
         if seedset["count"] > seedset["limit"]:

@@ -18,8 +18,9 @@ import apache_beam as beam
 import numpy as np
 
 from shardguard.transforms.contracts import DatasetMatches, FailureRecord, MatchRecord
-from shardguard.transforms.rules import DATASET, SIDE, Rule, column
-from shardguard.transforms.rules.expansion import NEIGHBOR_SOURCE, BoundedSeeds
+from shardguard.transforms.rules import DATASET, Rule, column
+from shardguard.transforms.rules.expansion import NEIGHBOR_SOURCE, BoundedSeeds, bounded_side
+from shardguard.transforms.rules.seedpack import SeedViews
 from shardguard.transforms.rules.seedviews import SeedViewsFn, seed_rows
 
 
@@ -32,25 +33,37 @@ class SeedIndex:
     (PDQ, pHash) pairs among them — copies of one known-bad image (common: a dataset holds many) give
     identical views, searched once — in a FAISS binary index, their pHash values and members."""
 
-    def __init__(self, seeds: list):
+    def __init__(self, seeds: "SeedViews | list"):
         import faiss
 
-        groups: dict[tuple[str, str], list[int]] = {}
-        for k, s in enumerate(seeds):
-            groups.setdefault((s[2], s[4]), []).append(k)
-        keys = list(groups)
-        self.seeds, self.members = seeds, list(groups.values())
-        self.phash = np.array([int(h, 16) for _, h in keys], dtype=np.uint64)
-        self.seed_ids = {s[0] for s in seeds}
+        self.source = seeds  # what the runner handed over (the cache's identity check)
+        self.seeds = packed = seeds if isinstance(seeds, SeedViews) else SeedViews.pack(
+            [s for s in seeds if s[0] != "error"])
+        n = len(packed)
+        pairs = np.concatenate([packed.pdq_codes(), np.frombuffer(packed.phash, np.uint8).reshape(n, 8)], axis=1)
+        distinct, group = np.unique(pairs, axis=0, return_inverse=True) if n else (pairs, np.zeros(0, np.int64))
+        self.members: list[list[int]] = [[] for _ in range(len(distinct))]
+        for k, g in enumerate(group.reshape(-1).tolist()):
+            self.members[g].append(k)
+        self.labels = packed.labels()  # (seed, view) per packed row
+        self.phash = np.ascontiguousarray(distinct[:, 32:]).view(">u8").reshape(-1).astype(np.uint64)
+        self.seed_ids = set(packed.seeds)
         self.index = faiss.IndexBinaryFlat(256)
-        if keys:
-            self.index.add(_codes([p for p, _ in keys], 32))
+        if n:
+            self.index.add(np.ascontiguousarray(distinct[:, :32]))
 
     def __len__(self) -> int:
         return len(self.seeds)
 
+    def serves(self, seeds: "SeedViews | list") -> bool:
+        """Whether this index is of ``seeds`` (the same object, or an equal set)."""
+        if seeds is self.source or seeds is self.seeds:
+            return True
+        return self.seeds == (seeds if isinstance(seeds, SeedViews) else SeedViews.pack(
+            [s for s in seeds if s[0] != "error"]))
 
-def neighbours(table, shard: str, seeds: "list | SeedIndex", rule: "HashExpansion") -> list[tuple[int, MatchRecord]]:
+
+def neighbours(table, shard: str, seeds: "SeedViews | list | SeedIndex", rule: "HashExpansion") -> list[tuple[int, MatchRecord]]:
     """(row, match) for rows whose as-stored PDQ and pHash are within the joint rule of a seed view.
     The PDQ half is a FAISS binary range search over the distinct seed views (~44 per seed), the
     pHash half checks only its hits."""
@@ -68,7 +81,7 @@ def neighbours(table, shard: str, seeds: "list | SeedIndex", rule: "HashExpansio
             continue  # no neighbour, or a seed: a confirming list matched it already
         cand = ids[lo:hi]
         close = np.bitwise_count(ix.phash[cand] ^ np.uint64(int(ph[i], 16))) <= rule.phash_distance
-        found = sorted((int(d), ix.seeds[k][0], ix.seeds[k][1]) for d, c in zip(dists[lo:hi][close], cand[close])
+        found = sorted((int(d), *ix.labels[k]) for d, c in zip(dists[lo:hi][close], cand[close])
                        for k in ix.members[c])
         seen: set[str] = set()
         for d, seed, view in found:
@@ -76,6 +89,15 @@ def neighbours(table, shard: str, seeds: "list | SeedIndex", rule: "HashExpansio
                 seen.add(seed)
                 out.append((i, MatchRecord(NEIGHBOR_SOURCE, "neighbor", f"pdq@{view}", seed, float(d))))
     return out
+
+
+class BoundedSeedViews(BoundedSeeds):
+    """``BoundedSeeds`` of seed views, handed on packed (``SeedViews``), read errors apart."""
+
+    def extract_output(self, acc):  # noqa: D102
+        out = super().extract_output(acc)
+        errors = [s for s in out["seeds"] if s[0] == "error"]
+        return dict(out, errors=errors, seeds=SeedViews.pack([s for s in out["seeds"] if s[0] != "error"]))
 
 
 class HashExpansion(Rule):
@@ -128,9 +150,8 @@ class HashExpansion(Rule):
                 self.phash_distance, self.min_quality, self.action, self.max_seeds, self.max_per_row]
 
     def expand(self, refs, ctx) -> dict:  # noqa: D102
-        seeds = (refs | "SeedViews" >> beam.ParDo(SeedViewsFn(self, ctx.layout, ctx.shared))
-                 | "BoundSeeds" >> beam.CombineGlobally(BoundedSeeds(self.max_seeds * 64)))
-        return {SIDE: seeds}
+        return bounded_side(refs | "SeedViews" >> beam.ParDo(SeedViewsFn(self, ctx.layout, ctx.shared)),
+                            BoundedSeedViews(self.max_seeds * 64))
 
     def side_example(self, tables: dict, shared) -> dict:
         """Seed views of the example table's first seed (its own hashes stand in for an image)."""
@@ -143,7 +164,8 @@ class HashExpansion(Rule):
         return {"count": len(seeds), "limit": self.max_seeds, "seeds": seeds}
 
     def shard_matches(self, table, ref, side) -> DatasetMatches:  # noqa: D102
-        errors = [s for s in side["seeds"] if s[0] == "error"]
+        # packed sets carry their read errors apart; a plain list of rows (examples, tests) inline
+        errors = side["errors"] if "errors" in side else [s for s in side["seeds"] if s[0] == "error"]
         if errors:
             return DatasetMatches(failure=FailureRecord("expand", "SeedUnreadable", f"hash expansion: the input of "
                                                         f"shard {errors[0][1]} cannot be read to hash its seeds: "
@@ -153,10 +175,10 @@ class HashExpansion(Rule):
                                                         f"{side['count']} seed views, more than {side['limit']}"))
         return DatasetMatches(rows=tuple(neighbours(table, ref.shard, self._index(side["seeds"]), self)))
 
-    def _index(self, seeds: list) -> SeedIndex:
+    def _index(self, seeds: "SeedViews | list") -> SeedIndex:
         """The seed set's index, built once per worker and seed set: every shard's verdict gets the
         same side value (the same object from the runner's cache, or an equal one)."""
         cached = self._cached
-        if cached is None or not (cached.seeds is seeds or cached.seeds == seeds):
+        if cached is None or not cached.serves(seeds):
             self._cached = cached = SeedIndex(seeds)
         return cached
