@@ -50,10 +50,6 @@ class SeedViews:
         """The PDQ hashes as an (n, 32) uint8 array (FAISS's binary code layout)."""
         return np.frombuffer(self.pdq, np.uint8).reshape(len(self), _PDQ_BYTES)
 
-    def phash_values(self) -> np.ndarray:
-        """The pHashes as uint64 (the hex string's value)."""
-        return np.frombuffer(self.phash, ">u8").astype(np.uint64)
-
     def labels(self) -> list[tuple[str, str]]:
         """(seed id, view name) of every row."""
         seed_of, view_of = np.frombuffer(self.seed_of, "<i4"), np.frombuffer(self.view_of, "<i4")
