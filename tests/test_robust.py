@@ -333,3 +333,25 @@ def test_packed_seed_views_round_trip_and_stay_a_handful_of_objects():
     assert out["seeds"].rows() == sorted(rows[:5])
     empty = fn.extract_output(fn.create_accumulator())
     assert empty["count"] == 0 and empty["errors"] == [] and len(empty["seeds"]) == 0
+
+
+def test_a_packed_seed_set_still_fails_shards_past_the_limit_or_after_a_read_error():
+    """Past the limit only the count survives the combine, and a seed image that could not be read
+    travels beside the packed set: either way every shard's expansion fails with its reason instead
+    of silently searching an incomplete seed set."""
+    import pyarrow as pa
+
+    from shardguard.transforms.rules.hashexpand import BoundedSeedViews, HashExpansion
+
+    p, h = "ab" * 32, "0123456789abcdef"
+    table = pa.table({"key": ["r0"], "pdq": [p], "pdq_quality": pa.array([80], pa.int32()), "phash": [h]})
+    rule, fn = HashExpansion([]), BoundedSeedViews(2)
+    views = [(f"s/{c}", "as-is", p, 80, h) for c in "abc"]
+    over = fn.extract_output(fn.add_input(fn.create_accumulator(), views))
+    failure = rule.shard_matches(table, _Ref("s"), over).failure
+    assert failure is not None and failure.error_class == "SeedLimitExceeded" and "3 seed views" in failure.message
+    unread = fn.extract_output(fn.add_input(fn.create_accumulator(), [("error", "s07", "OSError: gone", 0, "")]))
+    failure = rule.shard_matches(table, _Ref("s"), unread).failure
+    assert failure.error_class == "SeedUnreadable" and "s07" in failure.message
+    within = fn.extract_output(fn.add_input(fn.create_accumulator(), views[:1]))
+    assert [m.entry for _, m in rule.shard_matches(table, _Ref("x"), within).rows] == ["s/a"]
