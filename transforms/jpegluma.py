@@ -82,11 +82,9 @@ def decode_luma(data: bytes, max_pixels: int, draft_size: int | None) -> tuple[n
         scale = draft_scale((width, height), draft_size)
         want = (-(-height // scale), -(-width // scale))
         args = dict(min_height=want[0], min_width=want[1], min_factor=scale) if scale > 1 else {}
-        if scale > 1 and sj.decode_jpeg_header(data, **args)[:2] != want:
-            return None
         plane = sj.decode_jpeg(data, colorspace="GRAY", **args)
     except Exception:  # noqa: BLE001 - any doubt (warnings included, strict): Pillow's path decides
         return None
-    if plane.shape[:2] != want:
+    if plane.shape[:2] != want:  # another scaling than Pillow's draft would pick: its path decides
         return None
     return plane.reshape(want), (width, height), scale

@@ -37,8 +37,7 @@ class SeedIndex:
         import faiss
 
         self.source = seeds  # what the runner handed over (the cache's identity check)
-        self.seeds = packed = seeds if isinstance(seeds, SeedViews) else SeedViews.pack(
-            [s for s in seeds if s[0] != "error"])
+        self.seeds = packed = _packed(seeds)
         n = len(packed)
         pairs = np.concatenate([packed.pdq_codes(), np.frombuffer(packed.phash, np.uint8).reshape(n, 8)], axis=1)
         distinct, group = np.unique(pairs, axis=0, return_inverse=True) if n else (pairs, np.zeros(0, np.int64))
@@ -57,10 +56,12 @@ class SeedIndex:
 
     def serves(self, seeds: "SeedViews | list") -> bool:
         """Whether this index is of ``seeds`` (the same object, or an equal set)."""
-        if seeds is self.source or seeds is self.seeds:
-            return True
-        return self.seeds == (seeds if isinstance(seeds, SeedViews) else SeedViews.pack(
-            [s for s in seeds if s[0] != "error"]))
+        return seeds is self.source or seeds is self.seeds or self.seeds == _packed(seeds)
+
+
+def _packed(seeds: "SeedViews | list") -> SeedViews:
+    """The packed set as the runner hands it over, or a list of rows (examples, tests) packed."""
+    return seeds if isinstance(seeds, SeedViews) else SeedViews.pack([s for s in seeds if s[0] != "error"])
 
 
 def neighbours(table, shard: str, seeds: "SeedViews | list | SeedIndex", rule: "HashExpansion") -> list[tuple[int, MatchRecord]]:
@@ -94,10 +95,9 @@ def neighbours(table, shard: str, seeds: "SeedViews | list | SeedIndex", rule: "
 class BoundedSeedViews(BoundedSeeds):
     """``BoundedSeeds`` of seed views, handed on packed (``SeedViews``), read errors apart."""
 
-    def extract_output(self, acc):  # noqa: D102
-        out = super().extract_output(acc)
-        errors = [s for s in out["seeds"] if s[0] == "error"]
-        return dict(out, errors=errors, seeds=SeedViews.pack([s for s in out["seeds"] if s[0] != "error"]))
+    def extract_output(self, acc):  # noqa: D102 - pack sorts the views itself
+        return {"count": acc[0], "limit": self._limit, "errors": sorted(s for s in acc[1] if s[0] == "error"),
+                "seeds": SeedViews.pack([s for s in acc[1] if s[0] != "error"])}
 
 
 class HashExpansion(Rule):
