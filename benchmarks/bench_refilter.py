@@ -20,9 +20,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import ROOT, machine, shard_set, table, timed  # noqa: E402
 
 
-def make_lists(shards: Path, work: Path, b_every: int = 1) -> tuple[str, str]:
-    """List A: md5 of 1% of rows; list B: pHash of another 1% of the rows of every ``b_every``-th
-    shard (1: the new list changes every shard; 10: one shard in ten, as new lists usually do)."""
+def make_lists(shards: Path, work: Path, b_every: int = 1, b_type: str = "phash") -> tuple[str, str]:
+    """List A: md5 of 1% of rows; list B: pHash (or md5) of another 1% of the rows of every
+    ``b_every``-th shard (1: the new list changes every shard; 10: one shard in ten, as new lists
+    usually do). On the real-photo corpus (a few photos augmented) a pHash entry matches copies in
+    every shard; md5 entries (every augmented row differs) change only the chosen shards — and, being
+    a confirming list, make new expansion seeds whose images the re-filter reads again."""
     from shardguard.indexes import imagehashes
     from shardguard.transforms.decode import decode_image
 
@@ -32,10 +35,11 @@ def make_lists(shards: Path, work: Path, b_every: int = 1) -> tuple[str, str]:
         for j in range(0, len(rows), 100):
             a.append(__import__("hashlib").md5(rows[j]).hexdigest())
             if i % b_every == 0:
-                b.append(imagehashes.phash(decode_image(rows[j + 1]).gray))
+                b.append(imagehashes.phash(decode_image(rows[j + 1]).gray) if b_type == "phash"
+                         else __import__("hashlib").md5(rows[j + 1]).hexdigest())
     (work / "a.txt").write_text("\n".join(a) + "\n")
     (work / "b.txt").write_text("\n".join(b) + "\n")
-    return f"md5={work / 'a.txt'}", f"phash={work / 'b.txt'}"
+    return f"md5={work / 'a.txt'}", f"{b_type}={work / 'b.txt'}"
 
 
 def _empty_graph(n: int) -> None:
@@ -84,13 +88,14 @@ def floor(work: Path, t_scan: float, t_ref: float, b_every: int) -> str:
             f"({t_scan:.1f} s) allows {t_scan / 50:.2f} s in all.")
 
 
-def compare(label: str, shards: Path, extra: list[str], b_every: int = 1, notes: list | None = None) -> tuple:
+def compare(label: str, shards: Path, extra: list[str], b_every: int = 1, notes: list | None = None,
+            b_type: str = "phash") -> tuple:
     from shardguard.pipelines.refilter import run as refilter
     from shardguard.pipelines.scan import run as scan
 
     work = Path(tempfile.mkdtemp(prefix="sg-refilter-"))
     try:
-        la, lb = make_lists(shards, work, b_every)
+        la, lb = make_lists(shards, work, b_every, b_type)
         n = sum(pq.read_metadata(p).num_rows for p in shards.glob("*.parquet"))
         t_scan, rc = timed(scan, ["--input", str(shards / "*.parquet"), "--output", str(work / "scan"),
                                   "--hash-list", la, *extra])
@@ -109,6 +114,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rows", type=int, default=20000)
     ap.add_argument("--vit-rows", type=int, default=1000)
+    ap.add_argument("--new-list", choices=("phash", "md5"), default="phash", help="the re-filter's new list's type")
     ap.add_argument("--photos", default="", help="MODE:SIZE: real photos built by corpus.py (1,000-row shards), "
                                                  "e.g. border:256, instead of seeded 384-px images")
     a = ap.parse_args()
@@ -123,9 +129,10 @@ def main() -> None:
         big = shard_set(a.rows, shards=max(1, a.rows // 500))
     tiny = ["--clip-model", str(ROOT / "configs/models/tiny-clip.json")]
     notes: list[str] = []
-    rows = [compare("hashes only; new list changes every shard", big, []),
-            compare("hashes only; new list changes 1 shard in 10", big, [], 10, notes),
-            compare("hashes + tiny CLIP; changes 1 shard in 10", big, tiny, 10)]
+    t = a.new_list
+    rows = [compare("hashes only; new list changes every shard", big, [], b_type=t),
+            compare("hashes only; new list changes 1 shard in 10", big, [], 10, notes, b_type=t),
+            compare("hashes + tiny CLIP; changes 1 shard in 10", big, tiny, 10, b_type=t)]
     if a.vit_rows:
         small = shard_set(a.vit_rows, shards=max(1, a.vit_rows // 500))
         rows.append(compare("hashes + ViT-B-32 (random, CPU); every shard", small, ["--clip-model", "ViT-B-32"]))
