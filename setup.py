@@ -81,5 +81,5 @@ setup(
                  Extension("shardguard.indexes._pdqext", ["indexes/_pdqext.c"],
                            extra_compile_args=["-O3", "-ffp-contract=off"])],
     cmdclass={"build_ext": OptionalBuildExt},
-    entry_points={"console_scripts": ["shardguard=shardguard.pipelines.cli:main"]},
+    entry_points={"console_scripts": ["shardguard=shardguard.pipelines.cli:console"]},
 )

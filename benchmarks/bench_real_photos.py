@@ -5,7 +5,10 @@ way img2dataset builds LAION shards): 256 px ``border`` JPEG q95 (every image 25
 ``keep_ratio`` (shorter side fixed, aspect kept: almost every image its own shape) and ``mixed``
 (longest side 128-1000 px); ``--rows`` each (1,000-row shards).
 
-Each measurement is a fresh process; CPU seconds are the process's and its children's:
+Each measurement is a fresh process, measured from outside, start to exit (interpreter start,
+imports and shutdown included): wall seconds around it, CPU seconds its and its children's
+(``RUSAGE_CHILDREN``). The scan is the command users run (``python -m shardguard.pipelines.cli scan``,
+what the ``shardguard`` console script does):
 - **decode floor**: ``Image.open`` → RGB → load, nothing else (1 process);
 - **naive loop** (1 process): ``Image.open`` → RGB, ``imagehash`` pHash + dHash, ``pdqhash``,
   md5 + sha256, brute-force match against the same lists, write the kept rows (parquet);
@@ -57,9 +60,9 @@ def make_lists(files: list[Path], d: Path) -> dict[str, Path]:
     return out
 
 
-def _cpu() -> float:
-    s, c = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    return s.ru_utime + s.ru_stime + c.ru_utime + c.ru_stime
+def _children_cpu() -> float:
+    c = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return c.ru_utime + c.ru_stime
 
 
 def _bits(hexes: list[str]):
@@ -114,41 +117,33 @@ def naive(files: list[Path], lists: dict[str, Path], out: Path) -> int:
     return kept
 
 
-def scan(files: list[Path], lists: dict[str, Path], out: Path, extra: list[str]) -> int:
-    """The shardguard scan in this process; returns its exit code."""
-    import logging
-
-    from shardguard.pipelines.scan import run
-
-    logging.getLogger("shardguard").setLevel(logging.WARNING)
+def scan_command(files: list[Path], lists: dict[str, Path], out: Path, extra: list[str]) -> list[str]:
+    """The shardguard scan as users run it (the console script's entry point)."""
     args = [a for f in files for a in ("--input", str(f))] + ["--output", str(out), "--quiet"]
     args += [a for name, p in lists.items() for a in ("--hash-list", f"{name}={p}")]
-    return run(args + extra)
+    return [sys.executable, "-m", "shardguard.pipelines.cli", "scan", *args, *extra]
 
 
 def child(kind: str, spec: dict) -> None:
-    """One measurement in this (fresh) process; prints JSON."""
+    """One naive-loop or decode-floor measurement in this (fresh) process; prints JSON."""
     files, lists, out = [Path(f) for f in spec["files"]], {k: Path(v) for k, v in spec["lists"].items()}, Path(spec["out"])
     out.mkdir(parents=True, exist_ok=True)
-    t = time.perf_counter()
-    if kind == "decode":
-        res = decode_floor(files)
-    elif kind == "naive":
-        res = naive(files, lists, out)
-    else:
-        res = scan(files, lists, out, spec["extra"])
-        assert res == 0, f"scan exit {res}"
-    print(json.dumps({"wall": time.perf_counter() - t, "cpu": _cpu(), "result": res}))
+    res = decode_floor(files) if kind == "decode" else naive(files, lists, out)
+    print(json.dumps({"result": res}))
 
 
 def measure(kind: str, files, lists, tmp: Path, extra=()) -> dict:
-    """Run ``child`` in a fresh process."""
-    spec = {"files": [str(f) for f in files], "lists": {k: str(v) for k, v in lists.items()},
-            "out": str(tmp / f"out-{kind}-{len(extra)}"), "extra": list(extra)}
-    res = subprocess.run([sys.executable, __file__, "--child", kind, json.dumps(spec)], capture_output=True, text=True)
+    """Run one measurement in a fresh process; its wall and CPU seconds, start to exit (module doc)."""
+    out = tmp / f"out-{kind}-{len(extra)}"
+    spec = {"files": [str(f) for f in files], "lists": {k: str(v) for k, v in lists.items()}, "out": str(out)}
+    cmd = (scan_command(files, lists, out, list(extra)) if kind == "scan"
+           else [sys.executable, __file__, "--child", kind, json.dumps(spec)])
+    cpu, t = _children_cpu(), time.perf_counter()
+    res = subprocess.run(cmd, capture_output=True, text=True)
+    wall, cpu = time.perf_counter() - t, _children_cpu() - cpu
+    assert res.returncode == 0, f"{kind} exit {res.returncode}: {res.stderr[-3000:]}"
     line = [x for x in res.stdout.splitlines() if x.startswith("{")]
-    assert line and res.returncode == 0, res.stderr[-3000:]
-    return json.loads(line[-1])
+    return {"wall": wall, "cpu": cpu, "result": json.loads(line[-1])["result"] if line else res.returncode}
 
 
 RUNS = (("decode floor (1 process)", "decode", ()), ("naive loop (1 process)", "naive", ()),

@@ -276,3 +276,17 @@ def test_cli_habits(sample, tmp_path, capsys):
     r = subprocess.run(f"{sys.executable} -m shardguard.pipelines.cli manifest show {tmp_path / 'o'} | head -1",
                        shell=True, capture_output=True, text=True, env=dict(os.environ, SHARDGUARD_LOG="WARNING"))
     assert r.stdout.startswith("shardguard scan run") and "Traceback" not in r.stderr and "BrokenPipe" not in r.stderr
+
+
+def test_the_console_script_exits_with_mains_code_and_a_frozen_heap():
+    """``shardguard`` is ``cli.console``: main's exit code, with the heap frozen so that the interpreter's
+    shutdown does not cycle-collect every long-lived object again (README, garbage collection)."""
+    from importlib.metadata import entry_points
+
+    (ep,) = [e for e in entry_points(group="console_scripts") if e.name == "shardguard"]
+    assert ep.value == "shardguard.pipelines.cli:console"
+    code = ("import gc, sys; from shardguard.pipelines import cli; "
+            "rc = cli.console(); print('result', rc, gc.get_freeze_count() > 0)")
+    for args, want in ((["--version"], ["0", "True"]), (["no-such-command"], ["2", "True"])):
+        r = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=120)
+        assert r.stdout.split()[-3:] == ["result", *want], (r.stdout, r.stderr[-500:])
