@@ -169,7 +169,7 @@ def console() -> int:
     """The ``shardguard`` console script: ``main``, then the heap is frozen before the interpreter exits.
 
     A run leaves ~230k long-lived objects (Beam, pyarrow, pandas, the lists…), and the interpreter's
-    shutdown collects cycles over all of them several times: 0.5-1.2 s of CPU after every command,
+    shutdown collects cycles over all of them several times: 0.5-1.2 s of CPU after every run,
     measured (benchmarks/RESULTS.md). Nothing left is unfinished (every output was written, closed and
     renamed into place inside the run; atexit handlers, logging's flush among them, still run), so the
     collections at exit are skipped by freezing the heap. ``main(argv)`` called from another program
