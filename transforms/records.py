@@ -6,7 +6,6 @@ image bytes, never list entries beyond their id. Error records hold key, stage, 
 from __future__ import annotations
 
 import functools
-import hashlib
 import io
 
 import pyarrow as pa
@@ -42,15 +41,10 @@ def _empty(schema: pa.Schema) -> bytes:
 def write_table(path: str, table: pa.Table) -> dict:
     """Write a table as parquet atomically with fixed settings (deterministic bytes);
     return ``{"sha256", "rows"}``."""
-    data = parquet_bytes(table)
-    fileio.write_atomic(path, data)
-    return {"sha256": hashlib.sha256(data).hexdigest(), "rows": table.num_rows}
+    return {"sha256": fileio.write_atomic(path, parquet_bytes(table)), "rows": table.num_rows}
 
 
 def write_rows(path: str, rows: list[dict], schema: pa.Schema) -> dict:
     """Write rows (dicts) with a fixed schema as parquet atomically; return ``{"sha256", "rows"}``."""
-    if not rows:
-        data = _empty(schema)
-        fileio.write_atomic(path, data)
-        return {"sha256": hashlib.sha256(data).hexdigest(), "rows": 0}
-    return write_table(path, pa.Table.from_pylist(rows, schema=schema))
+    data = parquet_bytes(pa.Table.from_pylist(rows, schema=schema)) if rows else _empty(schema)
+    return {"sha256": fileio.write_atomic(path, data), "rows": len(rows)}

@@ -39,7 +39,7 @@ class SeedIndex:
         self.source = seeds  # what the runner handed over (the cache's identity check)
         self.seeds = packed = _packed(seeds)
         n = len(packed)
-        pairs = np.concatenate([packed.pdq_codes(), np.frombuffer(packed.phash, np.uint8).reshape(n, 8)], axis=1)
+        pairs = np.concatenate([packed.pdq_codes(), packed.phash_codes()], axis=1)
         distinct, group = np.unique(pairs, axis=0, return_inverse=True) if n else (pairs, np.zeros(0, np.int64))
         self.members: list[list[int]] = [[] for _ in range(len(distinct))]
         for k, g in enumerate(group.reshape(-1).tolist()):

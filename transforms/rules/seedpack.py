@@ -50,6 +50,10 @@ class SeedViews:
         """The PDQ hashes as an (n, 32) uint8 array (FAISS's binary code layout)."""
         return np.frombuffer(self.pdq, np.uint8).reshape(len(self), _PDQ_BYTES)
 
+    def phash_codes(self) -> np.ndarray:
+        """The pHashes as an (n, 8) uint8 array (the hex string's byte order)."""
+        return np.frombuffer(self.phash, np.uint8).reshape(len(self), _PHASH_BYTES)
+
     def labels(self) -> list[tuple[str, str]]:
         """(seed id, view name) of every row."""
         seed_of, view_of = np.frombuffer(self.seed_of, "<i4"), np.frombuffer(self.view_of, "<i4")
@@ -58,7 +62,8 @@ class SeedViews:
     def rows(self) -> list[tuple]:
         """The rows as ``pack`` took them (sorted)."""
         quality = np.frombuffer(self.quality, "<i4").tolist()
-        return [(s, v, self.pdq[k * 32:(k + 1) * 32].hex(), quality[k], self.phash[k * 8:(k + 1) * 8].hex())
+        pdq, phash = self.pdq_codes(), self.phash_codes()
+        return [(s, v, pdq[k].tobytes().hex(), quality[k], phash[k].tobytes().hex())
                 for k, (s, v) in enumerate(self.labels())]
 
 
