@@ -11,7 +11,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 .PHONY: demo test test-slow lint bench clean docker-cpu docker-gpu
 IMAGE ?= shardguard
 
-$(STAMP): setup.py constraints.txt
+$(STAMP): setup.py constraints.txt $(wildcard indexes/*.c)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q -c constraints.txt "torch==2.13.0"
 	$(BIN)/pip install -q -c constraints.txt -e ".[dev]"

@@ -50,19 +50,22 @@ class Mih64:
     """Exact Hamming range search over 64-bit codes.
 
     ``compiled``: None uses the C loop when it is built; False forces numpy; True requires C.
+    ``chunks``: (shift, bits) substrings covering the 64 bits; more, shorter ones suit larger radii
+    over fewer entries (hash expansion: ``jointsearch.best_chunks``).
     """
 
-    def __init__(self, codes_u64: np.ndarray, max_distance: int, compiled: bool | None = None):
+    def __init__(self, codes_u64: np.ndarray, max_distance: int, compiled: bool | None = None,
+                 chunks: tuple = CHUNKS):
         if len(codes_u64) >= 2**32:
             raise ValueError("mih64 holds at most 2**32 - 1 entries per list")
         self.codes = np.ascontiguousarray(codes_u64, dtype=np.uint64)
         self.max_distance = max_distance
-        self.sub_radius = max_distance // len(CHUNKS)
+        self.sub_radius = max_distance // len(chunks)
         self._search = _compiled() if compiled is not False else None
         if compiled and self._search is None:
             raise ImportError("shardguard.indexes._mihext is not built (reinstall with a C compiler)")
         self.tables = []
-        for shift, bits in CHUNKS:
+        for shift, bits in chunks:
             keys = ((self.codes >> np.uint64(shift)) & np.uint64((1 << bits) - 1)).astype(np.int64)
             order = np.argsort(keys, kind="stable")
             starts = np.searchsorted(keys[order], np.arange((1 << bits) + 1)).astype(np.uint32)

@@ -226,13 +226,14 @@ def test_a_seed_whose_input_changed_is_refused(data, tmp_path):
 
 
 @pytest.mark.parametrize("packed", [False, True])
-def test_neighbours_equal_a_brute_force_oracle_with_copies_of_a_seed(packed):
+@pytest.mark.parametrize("chunks", [False, 7])
+def test_neighbours_equal_a_brute_force_oracle_with_copies_of_a_seed(packed, chunks):
     """Seed views of several copies of one image (identical hashes) plus other seeds: the search over
     distinct views finds exactly what comparing every row with every seed view finds — given the
-    rows, or packed as the runner hands them over."""
+    rows, or packed as the runner hands them over; by the flat search and by the multi-index."""
     import pyarrow as pa
 
-    from shardguard.transforms.rules.hashexpand import HashExpansion, neighbours
+    from shardguard.transforms.rules.hashexpand import HashExpansion, SeedIndex, neighbours
     from shardguard.transforms.rules.seedpack import SeedViews
 
     rng = np.random.default_rng(5)
@@ -257,7 +258,9 @@ def test_neighbours_equal_a_brute_force_oracle_with_copies_of_a_seed(packed):
             if seed not in seen and len(seen) < rule.max_per_row:
                 seen.append(seed)
                 want.append((i, seed, f"pdq@{view}", float(d)))
-    given = SeedViews.pack(seeds) if packed else seeds
+    from shardguard.indexes.jointsearch import even_chunks
+
+    given = SeedIndex(SeedViews.pack(seeds) if packed else seeds, rule.phash_distance, chunks and even_chunks(chunks))
     got = [(i, m.entry, m.type, m.distance) for i, m in neighbours(table, "s", given, rule)]
     assert got == want and len({g[0] for g in got}) > 3
 

@@ -28,13 +28,18 @@ def _codes(hexes: list[str], nbytes: int) -> np.ndarray:
     return np.frombuffer(bytes.fromhex("".join(hexes)), np.uint8).reshape(len(hexes), nbytes)
 
 
+def _phashes(hexes: list[str]) -> np.ndarray:
+    return np.array([int(h, 16) for h in hexes], dtype=np.uint64)
+
+
 class SeedIndex:
     """The seed views made searchable once per seed set (not once per shard): the distinct
     (PDQ, pHash) pairs among them — copies of one known-bad image (common: a dataset holds many) give
-    identical views, searched once — in a FAISS binary index, their pHash values and members."""
+    identical views, searched once — in a joint PDQ + pHash index (``indexes/jointsearch.py``), and
+    the members of each, for pHash distances up to ``max_phash``; ``chunks`` as ``JointIndex``'s."""
 
-    def __init__(self, seeds: "SeedViews | list"):
-        import faiss
+    def __init__(self, seeds: "SeedViews | list", max_phash: int, chunks=None):
+        from shardguard.indexes.jointsearch import JointIndex, phash_u64
 
         self.source = seeds  # what the runner handed over (the cache's identity check)
         self.seeds = packed = _packed(seeds)
@@ -45,11 +50,8 @@ class SeedIndex:
         for k, g in enumerate(group.reshape(-1).tolist()):
             self.members[g].append(k)
         self.labels = packed.labels()  # (seed, view) per packed row
-        self.phash = np.ascontiguousarray(distinct[:, 32:]).view(">u8").reshape(-1).astype(np.uint64)
         self.seed_ids = set(packed.seeds)
-        self.index = faiss.IndexBinaryFlat(256)
-        if n:
-            self.index.add(np.ascontiguousarray(distinct[:, :32]))
+        self.index = JointIndex(distinct[:, :32], phash_u64(distinct[:, 32:]), max_phash, chunks)
 
     def __len__(self) -> int:
         return len(self.seeds)
@@ -66,23 +68,23 @@ def _packed(seeds: "SeedViews | list") -> SeedViews:
 
 def neighbours(table, shard: str, seeds: "SeedViews | list | SeedIndex", rule: "HashExpansion") -> list[tuple[int, MatchRecord]]:
     """(row, match) for rows whose as-stored PDQ and pHash are within the joint rule of a seed view.
-    The PDQ half is a FAISS binary range search over the distinct seed views (~44 per seed), the
-    pHash half checks only its hits."""
+    The search over the distinct seed views (~44 per seed) is ``jointsearch.JointIndex``'s: a
+    multi-index on the pHash half when there are many, FAISS's flat search on PDQ when few; both exact."""
     pdq, qual, ph, keys = (column(table, c) for c in ("pdq", "pdq_quality", "phash", "key"))
     rows = [i for i in range(table.num_rows) if pdq[i] and ph[i] and (qual[i] or 0) >= rule.min_quality]
     if not rows or not seeds:
         return []
-    ix = seeds if isinstance(seeds, SeedIndex) else SeedIndex(seeds)
-    # FAISS returns distances strictly below the radius
-    lims, dists, ids = ix.index.range_search(_codes([pdq[i] for i in rows], 32), rule.pdq_distance + 1)
+    ix = seeds if isinstance(seeds, SeedIndex) else SeedIndex(seeds, rule.phash_distance)
+    q, views, dists = ix.index.search(_codes([pdq[i] for i in rows], 32), _phashes([ph[i] for i in rows]),
+                                      rule.pdq_distance, rule.phash_distance)
     out = []
-    for j, i in enumerate(rows):
-        lo, hi = int(lims[j]), int(lims[j + 1])
-        if lo == hi or f"{shard}/{keys[i]}" in ix.seed_ids:
-            continue  # no neighbour, or a seed: a confirming list matched it already
-        cand = ids[lo:hi]
-        close = np.bitwise_count(ix.phash[cand] ^ np.uint64(int(ph[i], 16))) <= rule.phash_distance
-        found = sorted((int(d), *ix.labels[k]) for d, c in zip(dists[lo:hi][close], cand[close])
+    bounds = np.searchsorted(q, np.arange(len(rows) + 1)).tolist()
+    for j in np.unique(q).tolist():
+        i = rows[j]
+        if f"{shard}/{keys[i]}" in ix.seed_ids:
+            continue  # a seed: a confirming list matched it already
+        lo, hi = bounds[j], bounds[j + 1]
+        found = sorted((d, *ix.labels[k]) for d, c in zip(dists[lo:hi].tolist(), views[lo:hi].tolist())
                        for k in ix.members[c])
         seen: set[str] = set()
         for d, seed, view in found:
@@ -180,5 +182,5 @@ class HashExpansion(Rule):
         same side value (the same object from the runner's cache, or an equal one)."""
         cached = self._cached
         if cached is None or not cached.serves(seeds):
-            self._cached = cached = SeedIndex(seeds)
+            self._cached = cached = SeedIndex(seeds, self.phash_distance)
         return cached
