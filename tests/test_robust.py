@@ -288,6 +288,27 @@ def test_the_seed_index_is_built_once_per_seed_set_and_never_served_stale():
     assert pickle.loads(pickle.dumps(rule))._cached is None
 
 
+def test_the_verdict_threads_of_a_process_share_one_seed_index():
+    """Each worker thread's DoFn holds its own copy of the rule; with the worker's shared handles
+    they get one index per seed set (it holds up to ~850k views at max_seeds), another set its own."""
+    import pickle
+
+    from shardguard.transforms.rules.hashexpand import HashExpansion
+    from shardguard.transforms.rules.seedpack import SeedViews
+    from shardguard.transforms.shared import SharedHandles
+
+    a = SeedViews.pack([("s/a", "as-is", "ab" * 32, 80, "0123456789abcdef")])
+    b = SeedViews.pack([("s/b", "as-is", "54" * 32, 80, "fedcba9876543210")])
+    handle, rule = SharedHandles(), HashExpansion([])
+    copies = [pickle.loads(pickle.dumps(rule)) for _ in range(2)]
+    for c in copies:
+        c.setup(pickle.loads(pickle.dumps(handle)))
+    first = copies[0]._index(a)
+    assert copies[1]._index(SeedViews(*(getattr(a, f) for f in a.__dataclass_fields__))) is first  # an equal set
+    assert copies[1]._index(b) is not first and copies[0]._index(a) is first
+    assert a.digest() != b.digest() and pickle.loads(pickle.dumps(copies[0]))._shared is None
+
+
 class _Ref:
     def __init__(self, shard):
         self.shard = shard

@@ -149,10 +149,10 @@ class VerdictFn(beam.DoFn):
         self._layout, self._settings, self._shared = layout, settings, shared
 
     def setup(self):
-        """Load the row rules' matchers once per worker process."""
+        """Load the row rules' matchers once per worker process; dataset rules keep the shared
+        handles for what they build from their side values (hash expansion's seed index)."""
         for r in self._settings.rules:
-            if r.scope != DATASET:
-                r.setup(self._shared)
+            r.setup(self._shared)
 
     def process(self, element, **sides):
         """Decide and write one shard (its co-grouped dataset matches and side values included)."""

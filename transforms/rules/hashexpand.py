@@ -116,9 +116,14 @@ class HashExpansion(Rule):
         self.action, self.max_seeds, self.max_per_row, self.columns = action, max_seeds, max_per_row, columns
         self.reuse = reuse  # False under --force: hash every seed's views again
         self._cached: SeedIndex | None = None
+        self._shared = None
 
-    def __getstate__(self):
-        return dict(self.__dict__, _cached=None)  # a worker builds its own index (FAISS objects do not pickle)
+    def __getstate__(self):  # a worker builds its own index (FAISS objects do not pickle)
+        return dict(self.__dict__, _cached=None, _shared=None)
+
+    def setup(self, shared) -> None:
+        """Keep the worker's shared handles: the seed index is built once per process and seed set."""
+        self._shared = shared
 
     @classmethod
     def build(cls, ctx) -> list[Rule]:  # noqa: D102
@@ -178,9 +183,15 @@ class HashExpansion(Rule):
         return DatasetMatches(rows=tuple(neighbours(table, ref.shard, self._index(side["seeds"]), self)))
 
     def _index(self, seeds: "SeedViews | list") -> SeedIndex:
-        """The seed set's index, built once per worker and seed set: every shard's verdict gets the
-        same side value (the same object from the runner's cache, or an equal one)."""
+        """The seed set's index, built once per worker process and seed set: every shard's verdict
+        gets the same side value (the same object from the runner's cache, or an equal one), and the
+        verdict threads of a process share one index (with ``max_seeds`` seeds it holds ~850k views)."""
         cached = self._cached
         if cached is None or not cached.serves(seeds):
-            self._cached = cached = SeedIndex(seeds, self.phash_distance)
+            build = lambda: SeedIndex(seeds, self.phash_distance)  # noqa: E731
+            if self._shared is None:
+                cached = build()
+            else:
+                cached = self._shared.acquire(f"seed-index|{_packed(seeds).digest()}|{self.phash_distance}", build)
+            self._cached = cached
         return cached

@@ -54,6 +54,16 @@ class SeedViews:
         """The pHashes as an (n, 8) uint8 array (the hex string's byte order)."""
         return np.frombuffer(self.phash, np.uint8).reshape(len(self), _PHASH_BYTES)
 
+    def digest(self) -> str:
+        """sha256 of the whole set (equal sets, equal digests): the key of its index in a worker."""
+        import hashlib
+
+        h = hashlib.sha256(repr((self.seeds, self.views)).encode())
+        for part in (self.seed_of, self.view_of, self.pdq, self.quality, self.phash):
+            h.update(len(part).to_bytes(8, "little"))
+            h.update(part)
+        return h.hexdigest()
+
     def labels(self) -> list[tuple[str, str]]:
         """(seed id, view name) of every row."""
         seed_of, view_of = np.frombuffer(self.seed_of, "<i4"), np.frombuffer(self.view_of, "<i4")
