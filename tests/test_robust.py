@@ -86,6 +86,25 @@ def test_expansion_quarantines_modified_copies_of_a_seed_and_nothing_else(data, 
     assert keys["seed"] in removed and keys["seed"] not in review
 
 
+def test_the_multi_index_search_gives_the_flat_searchs_run_byte_for_byte(data, scanned, tmp_path, monkeypatch):
+    """The expansion's search picks the multi-index only for many seed views (none in this small
+    set): forced here, a whole scan writes the same removal, review and clean files."""
+    from shardguard.indexes import jointsearch, mih
+
+    if mih._compiled() is None:
+        pytest.skip("shardguard's C extension is not built here: the multi-index is not chosen automatically")
+    picked = []
+    monkeypatch.setattr(jointsearch, "best_chunks", lambda n, r: picked.append(n) or jointsearch.even_chunks(7))
+    d, _ = data
+    assert run_scan(["--input", str(d / "in" / "*.parquet"), "--output", str(tmp_path / "m"), "--quiet", *_lists(d)]) == 0
+    assert picked and jointsearch.best_chunks(picked[0], 12) is not None
+    a, b = tree_bytes(scanned), tree_bytes(tmp_path / "m")
+    for kind in ("removed", "review", "clean"):
+        names = sorted(n for n in a if n.startswith(kind + "/"))
+        assert names and names == sorted(n for n in b if n.startswith(kind + "/"))
+        assert all(a[n] == b[n] for n in names), kind
+
+
 def test_robust_off_is_todays_rule(data, tmp_path):
     d, keys = data
     out = tmp_path / "off"
