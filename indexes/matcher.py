@@ -88,37 +88,51 @@ class ListMatcher:
         """Matches for each row of a batch; rows without a hash or below min_quality get none."""
         out: list[list[Match]] = [[] for _ in hexes]
         rows = self._eligible(hexes, qualities)
-        if not rows:
-            return out
-        queries = self.hash_type.to_codes([hexes[i] for i in rows])
-        if self._mih is not None:
-            self._match_mih(rows, queries, out)
-        elif self._index is None:
-            self._match_exact(rows, queries, out)
-        else:
-            self._match_hamming(rows, queries, out)
+        if rows:
+            for r, m in self._search(np.asarray(rows), self.hash_type.to_codes([hexes[i] for i in rows])):
+                out[r].append(m)
         return out
 
-    def _match_mih(self, rows, queries, out) -> None:
+    def match_codes(self, codes: np.ndarray, present: np.ndarray, qualities: np.ndarray | None = None
+                    ) -> list[tuple[int, Match]]:
+        """The hits of a column of codes (``hexcolumn.hex_codes``) as ``(row, Match)`` pairs, a row's
+        hits in ``match_batch``'s order: only rows with a hit cost Python work. Rows not ``present``,
+        or below min_quality (``qualities``: -1 where unknown), are not searched."""
+        ok = np.asarray(present, dtype=bool)
+        if self.min_quality:
+            ok = ok & (qualities >= self.min_quality) if qualities is not None else np.zeros_like(ok)
+        rows = np.flatnonzero(ok)
+        return self._search(rows, np.ascontiguousarray(codes[rows])) if len(rows) else []
+
+    def _search(self, rows: np.ndarray, queries: np.ndarray) -> list[tuple[int, Match]]:
+        if self._mih is not None:
+            return self._match_mih(rows, queries)
+        if self._index is None:
+            return self._match_exact(rows, queries)
+        return self._match_hamming(rows, queries)
+
+    def _hit(self, entry: int, distance: int) -> Match:
+        return Match(self.name, self.hash_type.name, self._label(entry), distance)
+
+    def _match_mih(self, rows, queries) -> list[tuple[int, Match]]:
         from shardguard.indexes.mih import to_u64
 
         q, i, d = self._mih.range_search(to_u64(queries), self.max_distance)
-        for qi, ei, dist in zip(q.tolist(), i.tolist(), d.tolist()):
-            out[rows[qi]].append(Match(self.name, self.hash_type.name, self._label(ei), int(dist)))
+        return [(int(rows[qi]), self._hit(ei, int(dist))) for qi, ei, dist in zip(q.tolist(), i.tolist(), d.tolist())]
 
-    def _match_exact(self, rows, queries, out) -> None:
+    def _match_exact(self, rows, queries) -> list[tuple[int, Match]]:
         keys = queries.view(f"S{self.hash_type.nbytes}").ravel()
         pos = np.searchsorted(self._codes, keys)
-        for r, p, k in zip(rows, pos, keys):
-            if p < len(self._codes) and self._codes[p] == k:
-                out[r].append(Match(self.name, self.hash_type.name, self._label(int(p)), 0))
+        found = pos < len(self._codes)
+        found[found] = self._codes[pos[found]] == keys[found]
+        return [(int(rows[q]), self._hit(int(pos[q]), 0)) for q in np.flatnonzero(found)]
 
-    def _match_hamming(self, rows, queries, out) -> None:
+    def _match_hamming(self, rows, queries) -> list[tuple[int, Match]]:
         # FAISS returns distances strictly below the radius, so ask for max_distance + 1.
-        lims, dists, ids = self._index.range_search(np.ascontiguousarray(queries),
-                                                    self.max_distance + 1)
-        for qi, r in enumerate(rows):
+        lims, dists, ids = self._index.range_search(np.ascontiguousarray(queries), self.max_distance + 1)
+        out = []
+        for qi in np.flatnonzero(np.diff(lims)):  # queries with a hit only
             lo, hi = int(lims[qi]), int(lims[qi + 1])
-            hits = sorted(zip(dists[lo:hi].tolist(), ids[lo:hi].tolist()))  # deterministic order
-            out[r].extend(Match(self.name, self.hash_type.name, self._label(i), int(d))
-                          for d, i in hits)
+            out.extend((int(rows[qi]), self._hit(i, int(d)))
+                       for d, i in sorted(zip(dists[lo:hi].tolist(), ids[lo:hi].tolist())))  # deterministic order
+        return out

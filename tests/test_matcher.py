@@ -63,6 +63,11 @@ def test_range_matching_equals_brute_force(tmp_path, type_name, max_distance, fl
     for g, w in zip(got, want):
         assert [(h.distance, int(h.entry.split()[1]) - 1) for h in g] == w
     assert sum(len(w) for w in want) >= 60  # the test exercises real hits, not just misses
+    # the columnar path (a features table's column, rows without a hash or below the quality floor)
+    hexes[5], hexes[9], quals = None, "", [100] * len(hexes)
+    quals[0] = quals[1] = None
+    quals[2] = HASH_TYPES[type_name].min_quality - 1
+    assert _by_column(m, hexes, quals) == m.match_batch(hexes, quals)
 
 
 def test_multihash_params_are_exact_by_pigeonhole():
@@ -95,6 +100,24 @@ def test_exact_lists_and_quality_gate(tmp_path):
     pm, _ = _matcher(tmp_path, "pdq", pdq_db, 31, name="pdq")
     h = pdq_db[0].tobytes().hex()
     assert [len(r) for r in pm.match_batch([h, h, h], [49, 50, None])] == [0, 1, 0]
+    assert [len(r) for r in _by_column(pm, [h, h, h], [49, 50, None])] == [0, 1, 0]
+    assert _by_column(m, hexes, None) == m.match_batch(hexes)
+    assert _by_column(pm, [h], None) == [[]]  # no quality column: a perceptual list with a floor matches nothing
+
+
+def _by_column(m, hexes, quals):
+    """``match_codes`` over Arrow columns, regrouped per row (what the hash-list rule does)."""
+    import pyarrow as pa
+
+    from shardguard.indexes.hexcolumn import hex_codes, int_column
+
+    codes, present = hex_codes(pa.chunked_array([pa.array(hexes[:3], pa.string()), pa.array(hexes[3:], pa.string())]),
+                               m.hash_type.nbytes)
+    q = None if quals is None else int_column(pa.chunked_array([pa.array(quals, pa.int32())]), len(hexes))
+    out = [[] for _ in hexes]
+    for i, hit in m.match_codes(codes, present, q):
+        out[i].append(hit)
+    return out
 
 
 def test_tampered_artifact_is_refused(tmp_path):

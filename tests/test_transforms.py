@@ -83,6 +83,20 @@ def test_decide_precedence_and_tags():
     assert decide(_feat("error", "truncated"), [_m("r")], actions, "drop")["verdict"] == "remove"
 
 
+def test_decide_shortcut_gives_the_full_rules_record():
+    """Rows nothing matched take a shortcut; it must build the record the full rules would, and
+    every other row must still reach them (a matched or unchecked row is never kept by it)."""
+    from shardguard.transforms.decide import decide_full
+
+    actions = {"hashlist:r": "remove", "hashlist:q": "quarantine", "hashlist:t": "tag"}
+    for row in (_feat(), dict(_feat(), url=None, sha256=None), _feat("error", "truncated")):
+        for matches in ([], [_m("t")], [_m("q")], [_m("r"), _m("t")]):
+            for on_error in ("drop", "keep-and-flag"):
+                assert decide(row, matches, actions, on_error) == decide_full(row, matches, actions, on_error)
+    assert decide({"row": 1, "key": "k", "status": "ok"}, [], actions, "drop") == decide_full(
+        {"row": 1, "key": "k", "status": "ok"}, [], actions, "drop")  # no url or sha256 fields at all
+
+
 def test_match_reasons_come_from_the_kind():
     assert _m("x").reason == "hashlist:x"
     assert MatchRecord("neighbor-of-known-bad", "neighbor", "clip", "s/k", 0.9).reason == "neighbor-of-known-bad"

@@ -90,7 +90,8 @@ def judge(table, rules, dataset: list[DatasetMatches], settings: VerdictSettings
     for rule in rules:
         if rule.scope != DATASET:
             for i, hits in enumerate(rule.match(table)):
-                per_row[i].extend(hits)
+                if hits:  # most rows match nothing
+                    per_row[i].extend(hits)
     for dm in dataset:
         for row, m in dm.rows:
             per_row[row].append(m)

@@ -51,10 +51,14 @@ class HashListRule(Rule):
         self._matcher = shared.acquire(f"list|{self.fp}", lambda: ListMatcher.load(self.art_dir, self.fp))
 
     def match(self, table) -> list[list[MatchRecord]]:  # noqa: D102
+        from shardguard.indexes.hexcolumn import hex_codes, int_column
+
         ht = get_hash_type(self.hash_type)
-        quals = column(table, ht.quality_column) if ht.quality_column else None
-        out = [[MatchRecord(self.name, "hashlist", m.type, m.entry, float(m.distance)) for m in hits]
-               for hits in self._matcher.match_batch(column(table, ht.name), quals)]
+        out: list[list[MatchRecord]] = [[] for _ in range(table.num_rows)]
+        codes, present = hex_codes(_col(table, ht.name), ht.nbytes)
+        quals = int_column(_col(table, ht.quality_column), table.num_rows) if ht.quality_column else None
+        for i, m in self._matcher.match_codes(codes, present, quals):
+            out[i].append(MatchRecord(self.name, "hashlist", m.type, m.entry, float(m.distance)))
         if ht.name == "pdq":  # views match PDQ lists only, at PDQ's quality floor (the stricter rule)
             self._match_views(table, out)
         return out
@@ -75,3 +79,8 @@ class HashListRule(Rule):
                 if m.entry not in have:
                     out[i].append(MatchRecord(self.name, "hashlist", f"{m.type}@{view}", m.entry, float(m.distance)))
                     have.add(m.entry)
+
+
+def _col(table, name: str | None):
+    """A features column, or None when the table lacks it (rows without that hash)."""
+    return table.column(name) if name and name in table.column_names else None

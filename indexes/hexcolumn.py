@@ -1,0 +1,63 @@
+"""Hex hash columns of a features table as fixed-width codes, without a Python string per row.
+
+A re-filter matches every row of every shard against every list again; turning each hex value into
+a Python string and then into bytes cost more than the matching (~0.4 s of CPU per 100,000 rows per
+list, measured). Here the column's Arrow buffers are decoded at once: the values' characters are
+gathered into an ``(n, digits)`` array and mapped through a nibble table.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+_NIBBLE = np.full(256, 255, dtype=np.uint8)
+for _i, _c in enumerate(b"0123456789abcdef"):
+    _NIBBLE[_c] = _i
+    _NIBBLE[ord(chr(_c).upper())] = _i
+
+
+def _string_array(column) -> pa.Array:
+    arr = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    if pa.types.is_large_string(arr.type) or pa.types.is_large_binary(arr.type):
+        return arr
+    if pa.types.is_string(arr.type) or pa.types.is_binary(arr.type):
+        return arr
+    raise TypeError(f"a hex hash column must hold strings, not {arr.type}")
+
+
+def hex_codes(column, nbytes: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(codes, present)`` of a column of hex strings (``None`` for no column): ``codes`` is an
+    ``(n, nbytes)`` uint8 array (zeros where absent), ``present`` marks non-null, non-empty values
+    (rows without a hash). A present value that is not ``2 * nbytes`` hex digits raises ValueError:
+    a features file is written by shardguard, so such a value means it is damaged."""
+    if column is None:
+        return np.zeros((0, nbytes), dtype=np.uint8), np.zeros(0, dtype=bool)
+    arr = _string_array(column)
+    n, digits = len(arr), 2 * nbytes
+    codes = np.zeros((n, nbytes), dtype=np.uint8)
+    if n == 0 or arr.null_count == n:
+        return codes, np.zeros(n, dtype=bool)
+    wide = np.int64 if pa.types.is_large_string(arr.type) or pa.types.is_large_binary(arr.type) else np.int32
+    offsets = np.frombuffer(arr.buffers()[1], dtype=wide)[arr.offset:arr.offset + n + 1].astype(np.int64)
+    lengths = np.diff(offsets)
+    present = (lengths > 0) & ~pc.is_null(arr).to_numpy(zero_copy_only=False)
+    if np.any(present & (lengths != digits)):
+        bad = int(np.flatnonzero(present & (lengths != digits))[0])
+        raise ValueError(f"row {bad}: a hash of {lengths[bad]} characters where {digits} hex digits belong")
+    if not present.any():
+        return codes, present
+    data = np.frombuffer(arr.buffers()[2], dtype=np.uint8)
+    nib = _NIBBLE[data[offsets[:-1][present, None] + np.arange(digits)]]
+    if np.any(nib == 255):
+        bad = int(np.flatnonzero(present)[np.flatnonzero((nib == 255).any(axis=1))[0]])
+        raise ValueError(f"row {bad}: a hash with a character that is not a hex digit")
+    codes[present] = (nib[:, 0::2] << 4) | nib[:, 1::2]
+    return codes, present
+
+
+def int_column(column, n: int, missing: int = -1) -> np.ndarray:
+    """An integer column as int64 (``missing`` for nulls; all ``missing`` when there is no column)."""
+    if column is None:
+        return np.full(n, missing, dtype=np.int64)
+    return pc.fill_null(column, missing).to_numpy().astype(np.int64)
