@@ -21,6 +21,7 @@ from shardguard.pipelines.options import graph_names, is_dry_run, is_local
 from shardguard.pipelines.runutil import error_exit, run_beam
 from shardguard.transforms.contracts import ShardSpec
 from shardguard.transforms.featurestage import FeaturesStage, ShardSpecs
+from shardguard.transforms.rules import seedset
 from shardguard.transforms.shared import SharedHandles
 from shardguard.transforms.verdict import VerdictStage
 
@@ -113,9 +114,11 @@ def finish_manifest(launch: Launch) -> dict:
     lists = plan.list_records()
     if plan.cfg.dedup.kinds:
         launch.extra["dedup"] = dedup_summary(layout, shards, plan.cfg.dedup.kinds)
+    sets = seedset.records(plan.rules, layout, shards)
+    extra = dict(plan.manifest_extra(), **({"seed_sets": sets} if sets else {}), **launch.extra)
     manifest = mf.build_manifest(config=launch.config or plan.cfg.to_dict(), config_fp=plan.config_fp,
                                  lists=lists, shards=shards, started=launch.started, finished=now(),
-                                 kind=launch.kind, extra=dict(plan.manifest_extra(), **launch.extra))
+                                 kind=launch.kind, extra=extra)
     problems = mf.check_accounting(manifest)
     if problems:
         raise mf.ManifestError("accounting check failed: " + "; ".join(problems))

@@ -177,6 +177,10 @@ def verify(run_dir: str) -> dict:
             listed.add(meta["path"])
             _check_file(run_dir, meta["path"], meta, problems, listed)
             checked += 1
+    for seed_set in m.get("seed_sets") or []:  # hash expansion's seed sets (transforms/rules/seedset.py)
+        listed.add(seed_set["path"])
+        _check_file(run_dir, seed_set["path"], seed_set, problems, listed)
+        checked += 1
     checked += _artifacts(run_dir, m, problems, listed)
     problems += [f"{p}: not part of this run (left by another run, or added by hand)"
                  for p in _unlisted(run_dir, listed)]

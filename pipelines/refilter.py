@@ -161,6 +161,15 @@ def _hint(parent: dict, parent_dir: str):
     return hint
 
 
+def take_parent_seed_sets(rules, parent: dict, parent_dir: str, force: bool) -> None:
+    """Each hash expansion takes the parent's seed set when it would compute the same one
+    (``transforms/rules/seedset.py``): no second pass over every shard's features before the verdicts."""
+    from shardguard.transforms.rules import seedset
+
+    for rule in seedset.expansions(rules):
+        rule.parent_set = seedset.parent_seed_set(rule, parent, parent_dir, force)
+
+
 def run(argv=None) -> int:
     """Run a re-filter; exit codes as for scan."""
     try:
@@ -176,8 +185,10 @@ def run(argv=None) -> int:
             launch.plan = prepare(cfg, RunLayout(cfg.output), staging, parent_features=parent["features"],
                                   missing_hint=_hint(parent, args.parent))
             if is_dry_run(options):
+                take_parent_seed_sets(launch.plan.rules, parent, args.parent, cfg.force)
                 return execute(launch)
             claim_and_install(launch)
+            take_parent_seed_sets(launch.plan.rules, parent, args.parent, cfg.force)
     except (UsageError, ValueError, OSError) as exc:  # config, list, pin, parent or output errors
         return error_exit(exc)
 

@@ -18,7 +18,7 @@ import apache_beam as beam
 import numpy as np
 
 from shardguard.transforms.contracts import DatasetMatches, FailureRecord, MatchRecord
-from shardguard.transforms.rules import DATASET, Rule, column
+from shardguard.transforms.rules import DATASET, SIDE, Rule, column
 from shardguard.transforms.rules.expansion import NEIGHBOR_SOURCE, BoundedSeeds, bounded_side
 from shardguard.transforms.rules.seedpack import SeedViews
 from shardguard.transforms.rules.seedviews import SeedViewsFn, seed_rows
@@ -45,7 +45,7 @@ class SeedIndex:
         self.seeds = packed = _packed(seeds)
         n = len(packed)
         pairs = np.concatenate([packed.pdq_codes(), packed.phash_codes()], axis=1)
-        distinct, group = np.unique(pairs, axis=0, return_inverse=True) if n else (pairs, np.zeros(0, np.int64))
+        distinct, group = _unique_rows(pairs) if n else (pairs, np.zeros(0, np.int64))
         self.members: list[list[int]] = [[] for _ in range(len(distinct))]
         for k, g in enumerate(group.reshape(-1).tolist()):
             self.members[g].append(k)
@@ -59,6 +59,15 @@ class SeedIndex:
     def serves(self, seeds: "SeedViews | list") -> bool:
         """Whether this index is of ``seeds`` (the same object, or an equal set)."""
         return seeds is self.source or seeds is self.seeds or self.seeds == _packed(seeds)
+
+
+def _unique_rows(pairs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``np.unique(pairs, axis=0, return_inverse=True)`` of uint8 rows, compared as whole byte
+    strings: the same rows in the same (bytewise) order, ~6x faster than unique along an axis."""
+    width = pairs.shape[1]
+    keys = np.ascontiguousarray(pairs).view(np.dtype((np.void, width))).ravel()
+    distinct, group = np.unique(keys, return_inverse=True)
+    return distinct.view(np.uint8).reshape(-1, width), group.reshape(-1)
 
 
 def _packed(seeds: "SeedViews | list") -> SeedViews:
@@ -115,6 +124,7 @@ class HashExpansion(Rule):
         self.pdq_distance, self.phash_distance, self.min_quality = pdq_distance, phash_distance, min_quality
         self.action, self.max_seeds, self.max_per_row, self.columns = action, max_seeds, max_per_row, columns
         self.reuse = reuse  # False under --force: hash every seed's views again
+        self.parent_set = None  # a re-filter's parent seed set, when it is this run's (seedset.py)
         self._cached: SeedIndex | None = None
         self._shared = None
 
@@ -156,9 +166,19 @@ class HashExpansion(Rule):
         return ["hash-expansion", [r.fingerprint() for r in self.seed_rules], self.full, self.pdq_distance,
                 self.phash_distance, self.min_quality, self.action, self.max_seeds, self.max_per_row]
 
-    def expand(self, refs, ctx) -> dict:  # noqa: D102
-        return bounded_side(refs | "SeedViews" >> beam.ParDo(SeedViewsFn(self, ctx.layout, ctx.shared)),
-                            BoundedSeedViews(self.max_seeds * 64))
+    def expand(self, refs, ctx) -> dict:
+        """The seed set as the verdicts' side value: the parent's (``seedset.py``), or every shard's
+        seeds combined, then written for this run's children."""
+        from shardguard.transforms.rules import seedset
+
+        key = seedset.seed_set_key(self)
+        if self.parent_set is not None:
+            return {SIDE: refs.pipeline | "ParentSeedSet" >> beam.Create([self.parent_set])
+                    | "Adopt" >> beam.Map(seedset.adopt_seed_set, ctx.layout, key)}
+        out = bounded_side(refs | "SeedViews" >> beam.ParDo(SeedViewsFn(self, ctx.layout, ctx.shared)),
+                           BoundedSeedViews(self.max_seeds * 64))
+        _ = out[SIDE] | "SaveSeedSet" >> beam.Map(seedset.save_seed_set, ctx.layout, key, not self.reuse)
+        return out
 
     def side_example(self, tables: dict, shared) -> dict:
         """Seed views of the example table's first seed (its own hashes stand in for an image)."""
