@@ -131,3 +131,23 @@ def test_tampered_artifact_is_refused(tmp_path):
     entries.write_bytes(bytes(data))
     with pytest.raises(ArtifactError, match="sha256"):
         ListMatcher.load(str(tmp_path / "t"))
+
+
+def test_a_hash_list_rule_on_a_table_without_its_column_matches_nothing(tmp_path):
+    """A features table without the list's hash column (a quality column present) gives every row no
+    match, as before the columnar path; with the column, the same rows match as the per-row path."""
+    import pyarrow as pa
+
+    from shardguard.transforms.rules.hashlists import HashListRule
+    from shardguard.transforms.shared import SharedHandles
+
+    rng = np.random.default_rng(5)
+    db = rng.integers(0, 256, (5, 32), dtype=np.uint8)
+    m, _ = _matcher(tmp_path, "pdq", db, 31, name="pdq")
+    rule = HashListRule("pdq", str(tmp_path / "pdq"), m.sidecar["fingerprint"], "pdq", "remove")
+    rule.setup(SharedHandles())
+    assert rule.match(pa.table({"pdq_quality": pa.array([80, 90], pa.int32())})) == [[], []]
+    hexes = [db[1].tobytes().hex(), None]
+    got = rule.match(pa.table({"pdq": pa.array(hexes, pa.string()), "pdq_quality": pa.array([80, 90], pa.int32())}))
+    assert [[x.entry for x in r] for r in got] == [[h.entry for h in r] for r in m.match_batch(hexes, [80, 90])]
+    assert got[0] and not got[1]

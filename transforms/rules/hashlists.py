@@ -55,10 +55,12 @@ class HashListRule(Rule):
 
         ht = get_hash_type(self.hash_type)
         out: list[list[MatchRecord]] = [[] for _ in range(table.num_rows)]
-        codes, present = hex_codes(_col(table, ht.name), ht.nbytes)
-        quals = int_column(_col(table, ht.quality_column), table.num_rows) if ht.quality_column else None
-        for i, m in self._matcher.match_codes(codes, present, quals):
-            out[i].append(MatchRecord(self.name, "hashlist", m.type, m.entry, float(m.distance)))
+        hashes = _col(table, ht.name)
+        if hashes is not None:  # a table without the column: no row has that hash
+            codes, present = hex_codes(hashes, ht.nbytes)
+            quals = int_column(_col(table, ht.quality_column), table.num_rows) if ht.quality_column else None
+            for i, m in self._matcher.match_codes(codes, present, quals):
+                out[i].append(MatchRecord(self.name, "hashlist", m.type, m.entry, float(m.distance)))
         if ht.name == "pdq":  # views match PDQ lists only, at PDQ's quality floor (the stricter rule)
             self._match_views(table, out)
         return out
