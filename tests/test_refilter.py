@@ -161,6 +161,8 @@ def test_refilter_under_multi_processing_equals_in_process(runs, tmp_path):
     assert refilter(args + ["--output", str(tmp_path / "b"), "--direct_running_mode=multi_processing",
                             "--direct_num_workers=2"]) == 0
     assert _comparable(tmp_path / "a") == _comparable(tmp_path / "b")
+    for run in ("a", "b"):  # both took the parent's seed set (a pHash list changes no seed rule)
+        assert [s["from_parent"] for s in json.loads((tmp_path / run / "manifest.json").read_text())["seed_sets"]] == [True]
 
 
 def test_unchanged_shards_are_hard_linked_from_the_parent_after_the_check(runs, tmp_path):
