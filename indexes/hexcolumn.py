@@ -19,20 +19,17 @@ for _i, _c in enumerate(b"0123456789abcdef"):
 
 def _string_array(column) -> pa.Array:
     arr = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
-    if pa.types.is_large_string(arr.type) or pa.types.is_large_binary(arr.type):
-        return arr
-    if pa.types.is_string(arr.type) or pa.types.is_binary(arr.type):
-        return arr
-    raise TypeError(f"a hex hash column must hold strings, not {arr.type}")
+    t = arr.type
+    if not (pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_binary(t) or pa.types.is_large_binary(t)):
+        raise TypeError(f"a hex hash column must hold strings, not {t}")
+    return arr
 
 
 def hex_codes(column, nbytes: int) -> tuple[np.ndarray, np.ndarray]:
-    """``(codes, present)`` of a column of hex strings (``None`` for no column): ``codes`` is an
-    ``(n, nbytes)`` uint8 array (zeros where absent), ``present`` marks non-null, non-empty values
-    (rows without a hash). A present value that is not ``2 * nbytes`` hex digits raises ValueError:
-    a features file is written by shardguard, so such a value means it is damaged."""
-    if column is None:
-        return np.zeros((0, nbytes), dtype=np.uint8), np.zeros(0, dtype=bool)
+    """``(codes, present)`` of a column of hex strings: ``codes`` is an ``(n, nbytes)`` uint8 array
+    (zeros where absent), ``present`` marks non-null, non-empty values (rows without a hash). A
+    present value that is not ``2 * nbytes`` hex digits raises ValueError: a features file is
+    written by shardguard, so such a value means it is damaged."""
     arr = _string_array(column)
     n, digits = len(arr), 2 * nbytes
     codes = np.zeros((n, nbytes), dtype=np.uint8)

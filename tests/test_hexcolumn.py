@@ -33,9 +33,7 @@ def test_hex_codes_equal_bytes_fromhex(name, string_type):
         assert np.array_equal(got[0], want[0]) and np.array_equal(got[1], want[1])
 
 
-def test_absent_and_empty_columns():
-    codes, present = hex_codes(None, 16)
-    assert codes.shape == (0, 16) and not present.size
+def test_null_and_empty_columns():
     codes, present = hex_codes(pa.array([None, None], pa.string()), 16)
     assert codes.shape == (2, 16) and not present.any()
     assert hex_codes(pa.array([], pa.string()), 8)[0].shape == (0, 8)
@@ -53,3 +51,8 @@ def test_int_column_marks_missing_values():
     col = pa.chunked_array([pa.array([70, None], pa.int32()), pa.array([49], pa.int32())])
     assert int_column(col, 3).tolist() == [70, -1, 49]
     assert int_column(None, 2).tolist() == [-1, -1]
+
+
+def test_a_column_of_another_type_is_refused():
+    with pytest.raises(TypeError, match="must hold strings"):
+        hex_codes(pa.array([1, 2]), 16)

@@ -143,3 +143,19 @@ def test_a_written_set_reads_back_as_the_packed_set_and_distinct_views_as_numpy_
     want, group = np.unique(pairs, axis=0, return_inverse=True)
     got = _unique_rows(pairs)
     assert len(got[0]) == len(rows) - 8 and np.array_equal(got[0], want) and np.array_equal(got[1], group.reshape(-1))
+
+
+def test_a_rerun_keeps_its_own_set_and_removes_another_configs(data, tmp_path):  # noqa: F811
+    """A set file of another key (an earlier run with other seed lists) is removed; the run's own
+    set is kept untouched and recorded."""
+    d, _ = data
+    out = tmp_path / "run"
+    args = ["--input", str(d / "in" / "*.parquet"), "--output", str(out), "--quiet", *_lists(d)]
+    assert run_scan(args) == 0
+    (s,) = _sets(out)
+    mtime = (out / s["path"]).stat().st_mtime_ns
+    (out / "seedset" / ("0" * 16 + ".parquet")).write_bytes(b"another config's set")
+    assert run_scan(args) == 0
+    assert _sets(out) == [s] and (out / s["path"]).stat().st_mtime_ns == mtime
+    assert sorted(p.name for p in (out / "seedset").iterdir()) == [s["path"].rsplit("/", 1)[-1]]
+    assert cli(["manifest", "verify", str(out)]) == 0

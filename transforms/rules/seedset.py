@@ -151,21 +151,25 @@ def records(rules, layout, shards: list[dict]) -> list[dict]:
     from shardguard.indexes.arrowio import read_metadata
 
     ours = all(s["status"] == "ok" for s in shards) and any("seeds" in s["outputs"] for s in shards)
-    keys = {set_path(layout, seed_set_key(r)): seed_set_key(r) for r in expansions(rules)}
-    present = _present(layout)
-    stale = [p for p in present if not ours or p not in keys]  # not this run's, or of another config
+    names = {_name(set_path(layout, seed_set_key(r))) for r in expansions(rules)} if ours else set()
+    present = _present(layout)  # compared by file name: a store may spell the folder another way
+    stale = [p for p in present if _name(p) not in names]  # not this run's, or of another config
     if stale:
         FileSystems.delete(stale)
     out = []
     for r in expansions(rules):
         key = seed_set_key(r)
         path = set_path(layout, key)
-        if not ours or path not in present:
+        if _name(path) not in names or _name(path) not in {_name(p) for p in present}:
             continue
         data = fileio.read_bytes(path)
         out.append({"key": key, "path": layout.rel(path), "sha256": hashlib.sha256(data).hexdigest(),
                     "rows": read_metadata(data).num_rows, "from_parent": r.parent_set is not None})
     return out
+
+
+def _name(path: str) -> str:
+    return path.rstrip("/").rsplit("/", 1)[-1]
 
 
 def _present(layout) -> list[str]:
