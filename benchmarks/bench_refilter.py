@@ -43,18 +43,18 @@ def make_lists(shards: Path, work: Path, b_every: int = 1, b_type: str = "phash"
 
 
 def _empty_graph(n: int) -> None:
-    """A pipeline of the re-filter's shape (shards spread, a per-shard step, a combined side value,
-    a per-shard step reading it) doing no work: Beam's own cost for ``n`` shards."""
+    """A pipeline of the re-filter's shape doing no work: shards spread over the runner's threads, a
+    one-element branch (the parent's seed set) read as a side value by the per-shard step. Beam's
+    own cost for ``n`` shards: graph construction, translation, bundle processors, stage ends."""
     import apache_beam as beam
 
     from shardguard.pipelines.options import pipeline_options
     from shardguard.pipelines.runutil import run_beam
 
     def build(p):
-        refs = p | beam.Impulse() | beam.FlatMap(lambda _: range(n)) | beam.Reshuffle() | "F" >> beam.Map(lambda x: x)
-        side = (refs | "S" >> beam.Map(lambda x: [x])
-                | beam.CombineGlobally(lambda xs: sorted(sum(xs, []))).without_defaults())
-        return refs | "V" >> beam.Map(lambda x, s: x, beam.pvalue.AsSingleton(side, default_value=[]))
+        refs = p | beam.Impulse() | beam.FlatMap(lambda _: range(n)) | beam.Reshuffle()
+        side = p | "Seeds" >> beam.Create([0]) | "Adopt" >> beam.Map(lambda x: [x])
+        return refs | "V" >> beam.Map(lambda x, s: x, beam.pvalue.AsSingleton(side))
     run_beam(build, pipeline_options([]))
 
 

@@ -72,6 +72,25 @@ def test_lineage_recorded(runs):
     assert c["newly_flagged_by_reason"] == by_reason and "hashlist:known-bad-pdq" in by_reason
 
 
+def test_diff_reads_only_shards_whose_flagged_records_differ(runs, monkeypatch):
+    """Equal recorded sha256s mean equal rows: such shards are not read, and the diff is unchanged."""
+    from shardguard.pipelines import lineage
+
+    src, planted, d = runs
+    full = lineage.diff_runs(str(d / "parent"), str(d / "child"))
+    read = []
+    real = lineage.read_table
+    monkeypatch.setattr(lineage, "read_table", lambda path, **k: read.append(str(path)) or real(path, **k))
+    m = {r: json.loads((d / r / "manifest.json").read_text())["shards"] for r in ("parent", "child")}
+    sha = lambda s: [s["outputs"][k]["sha256"] for k in ("removed", "review")]  # noqa: E731
+    differ = {a["shard"] for a, b in zip(m["parent"], m["child"]) if sha(a) != sha(b)}
+    assert lineage.diff_runs(str(d / "parent"), str(d / "child")) == full and full["newly_flagged_total"] > 0
+    assert read and {p.rsplit("/", 1)[1].split(".")[0] for p in read} == differ
+    read.clear()
+    same = lineage.diff_runs(str(d / "child"), str(d / "fresh"))  # equal records (test above): nothing to read
+    assert read == [] and same["newly_flagged_total"] == same["restored_total"] == same["changed_total"] == 0
+
+
 def test_retiring_a_list_restores_exactly_the_rows_only_it_removed(runs, tmp_path):
     src, planted, d = runs
     L = _lists(src)
