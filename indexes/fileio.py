@@ -65,6 +65,17 @@ def sha256_file(path: str) -> tuple[str, int]:
     return digest.hexdigest(), size
 
 
+@contextmanager
+def in_background(fn, *args):
+    """Run ``fn(*args)`` on another thread while the block runs; yield a callable that waits for it
+    and returns its result or raises its exception. The thread never outlives the block (leaving it
+    waits for ``fn``), so nothing runs on after a failure."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(1, thread_name_prefix="shardguard-bg") as pool:
+        yield pool.submit(fn, *args).result
+
+
 def canonical_json(obj) -> bytes:
     """Deterministic JSON bytes (sorted keys, fixed separators, trailing newline)."""
     return (json.dumps(obj, sort_keys=True, indent=2, ensure_ascii=False) + "\n").encode("utf-8")

@@ -110,6 +110,28 @@ def test_a_partly_kept_shard_rewritten_after_its_rows_were_read_fails_closed(tmp
     assert not list((tmp_path / "out").iterdir())
 
 
+def test_a_partly_kept_shard_with_other_bytes_behind_the_same_footer_is_not_published(tmp_path):
+    """A re-filter hashes the input while it copies the kept rows: a byte changed inside an image
+    (footer, sizes and row count unchanged) fails the copy and nothing appears; the error is the
+    sha256's."""
+    src = tmp_path / "a.parquet"
+    pq.write_table(pa.table({"key": [str(i) for i in range(40)], "jpg": [_jpeg(0, i) for i in range(40)]}),
+                   src, compression="none")  # the image bytes lie in the file as they are
+    info = _info(src)
+    raw = bytearray(src.read_bytes())
+    img = pq.read_table(src).column("jpg")[2].as_py()
+    at = bytes(raw).index(img) + len(img) // 2
+    raw[at] ^= 0xFF
+    src.write_bytes(bytes(raw))
+    (tmp_path / "out").mkdir()
+    dst = {"clean": str(tmp_path / "out" / "a.parquet")}
+    with pytest.raises(InputChanged, match="changed since it was scanned"):
+        ParquetFormat().write_clean(info, set(range(0, 40, 2)), dst, None, verify_sha256=True)
+    assert not list((tmp_path / "out").iterdir())
+    files = ParquetFormat().write_clean(info, set(range(0, 40, 2)), dst, None, verify_sha256=False)
+    assert files["clean"]["rows"] == 20  # only the sha256 tells this file from the scanned one
+
+
 def test_copies_and_hashes_read_in_reused_chunks(tmp_path, monkeypatch):
     """Small chunks (the footer check's tail spans several of them): the same bytes, sha256 and
     footer check as one read; a reader without ``readinto`` reads the plain way."""

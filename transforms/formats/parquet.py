@@ -141,22 +141,24 @@ def _footer_is(tail: bytes, layout_sha256: str) -> bool:
 
 
 def write_filtered_copy(src: str, dst: str, keep_rows: set[int], compression: str,
-                        layout_sha256: str | None = None) -> tuple[str, int]:
+                        layout_sha256: str | None = None, before_publish=None) -> tuple[str, int]:
     """Copy the rows of ``src`` whose position is in ``keep_rows`` to ``dst`` atomically, with the
     input's schema (and its metadata), column order and values; return (sha256, rows written).
     With ``layout_sha256``, a file rewritten since its rows were read raises InputChanged before
-    anything is written (rows are kept by position). Kept rows are buffered into row groups of about
-    ``ROW_GROUP_BYTES`` (one per read batch would make thousands of tiny row groups)."""
+    anything is written (rows are kept by position). ``before_publish()`` runs once the copy is
+    complete and before it appears at ``dst``; what it raises leaves nothing there. Kept rows are
+    buffered into row groups of about ``ROW_GROUP_BYTES`` (one per read batch would make thousands
+    of tiny row groups)."""
     import numpy as np
 
     keep = np.array(sorted(keep_rows), dtype=np.int64)
     with open_parquet(src) as pf:
         if layout_sha256 and layout_digest(footer_tail(src, pf.metadata.serialized_size)) != layout_sha256:
             raise InputChanged(f"{src} changed after its rows were read (footer differs); not copied")
-        return _copy_rows(pf, dst, keep, compression)
+        return _copy_rows(pf, dst, keep, compression, before_publish)
 
 
-def _copy_rows(pf: pq.ParquetFile, dst: str, keep, compression: str) -> tuple[str, int]:
+def _copy_rows(pf: pq.ParquetFile, dst: str, keep, compression: str, before_publish=None) -> tuple[str, int]:
     import numpy as np
 
     written, start = 0, 0
@@ -179,6 +181,8 @@ def _copy_rows(pf: pq.ParquetFile, dst: str, keep, compression: str) -> tuple[st
         written += _flush(writer, pending)
         writer.close()
         buffered.flush()
+        if before_publish is not None:
+            before_publish()
     return sink.sha.hexdigest(), written
 
 
@@ -230,8 +234,17 @@ class ParquetFormat(InputFormat):
         if len(keep) == info.num_rows:
             sha = copy_whole(info.path, dst["clean"], info.sha256, info.layout_sha256, info.footer_size)
             return {"clean": {"sha256": sha, "rows": len(keep)}}
-        if verify_sha256:
-            _verify_sha256(info.path, info.sha256)
         compression = info.compression or shard_metadata(info.path)["compression"]
-        csha, n = write_filtered_copy(info.path, dst["clean"], keep, compression, info.layout_sha256)
+        if not verify_sha256:
+            csha, n = write_filtered_copy(info.path, dst["clean"], keep, compression, info.layout_sha256)
+            return {"clean": {"sha256": csha, "rows": n}}
+        # the input's sha256 is read on another thread while the rows are copied (it releases the
+        # GIL); the copy is published only once it matched, and its mismatch is the error reported
+        with fileio.in_background(_verify_sha256, info.path, info.sha256) as verified:
+            try:
+                csha, n = write_filtered_copy(info.path, dst["clean"], keep, compression, info.layout_sha256,
+                                              before_publish=verified)
+            except InputChanged:
+                verified()
+                raise
         return {"clean": {"sha256": csha, "rows": n}}
