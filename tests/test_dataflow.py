@@ -54,6 +54,29 @@ def test_dry_run_false_is_false_and_local_dry_runs_are_refused():
         pipeline_options(["--dry_run=True"])
 
 
+def test_run_options_views_are_made_once_and_behave_as_beams():
+    """One view per class, sharing Beam's value store both ways; pickled like plain options."""
+    import pickle
+
+    from apache_beam.options.pipeline_options import DirectOptions, GoogleCloudOptions, PipelineOptions
+
+    from shardguard.pipelines.options import pipeline_options
+    argv = ["--project", "p1", "--direct_num_workers", "3"]
+    opts, plain = pipeline_options(argv), PipelineOptions(argv)
+    gcp = opts.view_as(GoogleCloudOptions)
+    assert opts.view_as(GoogleCloudOptions) is gcp and gcp.project == "p1"
+    gcp.project = "p2"  # through the view: a later view, a plain Beam view and the store see it
+    assert opts.view_as(GoogleCloudOptions).project == "p2"
+    assert PipelineOptions.view_as(opts, GoogleCloudOptions).project == "p2"
+    assert opts.view_as(DirectOptions).direct_num_workers == plain.view_as(DirectOptions).direct_num_workers == 3
+    back = pickle.loads(pickle.dumps(opts))
+    assert "_views" not in back.__dict__ and back.view_as(GoogleCloudOptions).project == "p2"
+    plain.view_as(GoogleCloudOptions).project = "p2"
+    mine, theirs = opts.get_all_options(), plain.get_all_options()
+    assert {k: v for k, v in mine.items() if k not in ("runner", "direct_running_mode")} == \
+        {k: v for k, v in theirs.items() if k not in ("runner", "direct_running_mode")}
+
+
 def test_cpu_fallback_log_line(caplog):
     torch = pytest.importorskip("torch")
     if torch.cuda.is_available():
