@@ -132,6 +132,21 @@ def test_a_partly_kept_shard_with_other_bytes_behind_the_same_footer_is_not_publ
     assert files["clean"]["rows"] == 20  # only the sha256 tells this file from the scanned one
 
 
+def test_a_partly_kept_shard_whose_input_is_gone_fails_as_input_changed(tmp_path):
+    """Gone before its compression is looked up (a parent that did not record it): the shard fails
+    with the input's error, not with whatever the copy ran into first."""
+    import dataclasses
+
+    src = _shard(tmp_path / "a.parquet", 40)
+    info = dataclasses.replace(_info(src), compression=None)
+    src.unlink()
+    (tmp_path / "out").mkdir()
+    with pytest.raises(InputChanged, match="cannot be read"):
+        ParquetFormat().write_clean(info, set(range(0, 40, 2)), {"clean": str(tmp_path / "out" / "a.parquet")},
+                                    None, verify_sha256=True)
+    assert not list((tmp_path / "out").iterdir())
+
+
 def test_copies_and_hashes_read_in_reused_chunks(tmp_path, monkeypatch):
     """Small chunks (the footer check's tail spans several of them): the same bytes, sha256 and
     footer check as one read; a reader without ``readinto`` reads the plain way."""

@@ -234,17 +234,20 @@ class ParquetFormat(InputFormat):
         if len(keep) == info.num_rows:
             sha = copy_whole(info.path, dst["clean"], info.sha256, info.layout_sha256, info.footer_size)
             return {"clean": {"sha256": sha, "rows": len(keep)}}
-        compression = info.compression or shard_metadata(info.path)["compression"]
         if not verify_sha256:
-            csha, n = write_filtered_copy(info.path, dst["clean"], keep, compression, info.layout_sha256)
-            return {"clean": {"sha256": csha, "rows": n}}
+            return {"clean": self._filtered(info, keep, dst)}
         # the input's sha256 is read on another thread while the rows are copied (it releases the
-        # GIL); the copy is published only once it matched, and its mismatch is the error reported
+        # GIL); the copy is published only once it matched, and a changed or unreadable input is
+        # the error reported, whatever else the copy ran into
         with fileio.in_background(_verify_sha256, info.path, info.sha256) as verified:
             try:
-                csha, n = write_filtered_copy(info.path, dst["clean"], keep, compression, info.layout_sha256,
-                                              before_publish=verified)
-            except InputChanged:
+                return {"clean": self._filtered(info, keep, dst, verified)}
+            except Exception:
                 verified()
                 raise
-        return {"clean": {"sha256": csha, "rows": n}}
+
+    @staticmethod
+    def _filtered(info, keep, dst, before_publish=None) -> dict:
+        compression = info.compression or shard_metadata(info.path)["compression"]
+        csha, n = write_filtered_copy(info.path, dst["clean"], keep, compression, info.layout_sha256, before_publish)
+        return {"sha256": csha, "rows": n}
