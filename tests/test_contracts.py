@@ -59,8 +59,14 @@ class TestInputFormatContract:
             files = fmt.write_clean(info, keep, dst, ColumnNames(), verify_sha256=True)
             assert files["clean"]["rows"] == len(keep) and set(files) == set(dst)
         fmt.write_example(str(tmp_path / "in"), ROWS[1:] + ROWS[:1])  # rewritten in place
+        import os
+        import shutil
+        dst = fmt.clean_paths(layout, "00000")
+        for p in dst.values():  # a file, or a folder of files (the files format)
+            shutil.rmtree(p) if os.path.isdir(p) else os.path.exists(p) and os.remove(p)
         with pytest.raises(InputChanged):
-            fmt.write_clean(info, {0, 2}, fmt.clean_paths(layout, "00000"), ColumnNames(), verify_sha256=True)
+            fmt.write_clean(info, {0, 2}, dst, ColumnNames(), verify_sha256=True)
+        assert not [p for p in dst.values() if os.path.exists(p) and (os.path.isfile(p) or os.listdir(p))]
 
 
 def _features(tmp_path, classes=None):
