@@ -157,6 +157,31 @@ class DatasetMatches:
     failure: FailureRecord | None = None
 
 
+@dataclass(frozen=True)
+class ShardVerdicts:
+    """One shard's decisions. A row that was checked and matched nothing is kept with no reason and
+    gets no record (a record per such row was most of the verdict stage's per-row cost); every other
+    row — matched by some rule, or not fully checked — has, in row order, its table position, its
+    row fields (row, key, url, sha256, status, error_*) and its verdict record (``decide``)."""
+
+    num_rows: int
+    row_ids: tuple  # every row's ``row`` value, in table order
+    positions: tuple = ()
+    fields: tuple = ()
+    records: tuple = ()
+
+    def kept_rows(self) -> set[int]:
+        """``row`` values of the kept rows: all but those a record removes, quarantines or errors."""
+        from shardguard.transforms.decide import KEEP
+
+        dropped = {v["row"] for v in self.records if v["verdict"] != KEEP}
+        return {r for r in self.row_ids if r not in dropped}
+
+    def positions_with(self, verdict: str) -> set[int]:
+        """Table positions of the rows given ``verdict``."""
+        return {p for p, v in zip(self.positions, self.records) if v["verdict"] == verdict}
+
+
 OUTPUT_KINDS = ("clean", "removed", "review", "errors", "tagged", "features")
 RECORD_KINDS = ("removed", "review", "errors", "tagged")
 

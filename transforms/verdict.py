@@ -19,7 +19,14 @@ from apache_beam.metrics import Metrics
 
 from shardguard.indexes import fileio
 from shardguard.indexes.arrowio import read_table
-from shardguard.transforms.contracts import ColumnNames, DatasetMatches, FailureRecord, RunLayout, ShardRef
+from shardguard.transforms.contracts import (
+    ColumnNames,
+    DatasetMatches,
+    FailureRecord,
+    RunLayout,
+    ShardRef,
+    ShardVerdicts,
+)
 from shardguard.transforms.decide import KEEP, decide
 from shardguard.transforms.formats import InputChanged
 from shardguard.transforms.rules import DATASET, KEYED, SIDE, SIDE_DEFAULT, column
@@ -83,23 +90,27 @@ def _rows(table) -> list[dict]:
     return [dict(zip(cols, vals)) for vals in zip(*cols.values())]
 
 
-def judge(table, rules, dataset: list[DatasetMatches], settings: VerdictSettings) -> tuple[list[dict], list[dict]]:
-    """(verdict records, row fields) of one shard's features table: every row rule's matches plus the
-    dataset rules' matches, decided row by row."""
-    per_row: list[list] = [[] for _ in range(table.num_rows)]
+def judge(table, rules, dataset: list[DatasetMatches], settings: VerdictSettings) -> ShardVerdicts:
+    """One shard's decisions from its features table: every row rule's matches plus the dataset
+    rules' matches, decided for each row that matched something or was not fully checked (the
+    others are kept with no reason: ``ShardVerdicts``)."""
+    hits: dict[int, list] = {}
     for rule in rules:
         if rule.scope != DATASET:
-            for i, hits in enumerate(rule.match(table)):
-                if hits:  # most rows match nothing
-                    per_row[i].extend(hits)
+            for i, found in enumerate(rule.match(table)):
+                if found:  # most rows match nothing
+                    hits.setdefault(i, []).extend(found)
     for dm in dataset:
         for row, m in dm.rows:
-            per_row[row].append(m)
-    rows = _rows(table)
-    return [decide(r, m, settings.actions, settings.on_error) for r, m in zip(rows, per_row)], rows
+            hits.setdefault(row, []).append(m)
+    unchecked = (i for i, s in enumerate(column(table, "status")) if s != "ok")
+    positions = sorted(set(hits).union(unchecked))
+    fields = _rows(table.take(positions)) if positions else []
+    records = [decide(r, hits.get(i, []), settings.actions, settings.on_error) for i, r in zip(positions, fields)]
+    return ShardVerdicts(table.num_rows, tuple(column(table, "row")), tuple(positions), tuple(fields), tuple(records))
 
 
-def error_records(rows: list[dict], verdicts: list[dict]) -> list[dict]:
+def error_records(rows, verdicts) -> list[dict]:
     """Error records (key, stage, class, message, kept) for rows that could not be checked."""
     return [{"row": r["row"], "key": r["key"], "stage": r["error_stage"], "error_class": r["error_class"],
              "message": r["error_message"], "kept": v["verdict"] == KEEP}
@@ -126,17 +137,18 @@ def verdict_shard(ref: ShardRef, dataset: list[DatasetMatches], layout: RunLayou
     if table.num_rows != ref.info.num_rows:
         return write_failed(layout, base, FailureRecord("accounting", "row_count_mismatch",
                                                         f"features hold {table.num_rows} rows, input {ref.info.num_rows}"))
-    verdicts, rows = judge(table, rules, dataset, settings)
-    out = write_records(layout, ref.shard, verdicts, error_records(rows, verdicts), settings.redact_urls)
+    sv = judge(table, rules, dataset, settings)
+    out = write_records(layout, ref.shard, sv.records, error_records(sv.fields, sv.records), settings.redact_urls)
     out = {k: dict(path=layout.rel(layout.output(k, ref.shard)), **v) for k, v in out.items()}
     out["features"] = dict(ref.features)
     out.update(seed_output(layout, ref.shard))
     try:
-        out.update(write_clean(ref, {v["row"] for v in verdicts if v["verdict"] == KEEP}, layout, settings.columns))
+        out.update(write_clean(ref, sv.kept_rows(), layout, settings.columns))
     except InputChanged as exc:
         return write_failed(layout, base, FailureRecord("write-clean", "InputChanged", str(exc)))
-    stats = count_verdicts(verdicts, [r["status"] for r in rows],
-                           [f"{r['error_stage']}/{r['error_class']}" for r in rows])
+    stats = count_verdicts(sv.records, [r["status"] for r in sv.fields],
+                           [f"{r['error_stage']}/{r['error_class']}" for r in sv.fields],
+                           plain_kept=sv.num_rows - len(sv.records))
     summary = dict(base, status="ok", dataset_fingerprint=dfp, outputs=dict(sorted(out.items())), **stats)
     fileio.write_atomic(layout.summary(ref.shard), fileio.canonical_json(summary))
     return summary

@@ -21,11 +21,13 @@ SUMMARY_FORMAT = "shardguard-shard/2"
 _VERDICT_FILES = (("removed", REMOVE), ("review", QUARANTINE))
 
 
-def count_verdicts(verdicts: list[dict], statuses: list[str], classes: list[str | None]) -> dict:
+def count_verdicts(verdicts, statuses: list[str], classes: list[str | None], plain_kept: int = 0) -> dict:
     """Counts (rows per verdict), reasons (rows removed or quarantined per reason: a row can have
-    several), tags (rows per tag) and errors (rows not fully checked, per class) of one shard."""
-    counts = {"rows_in": len(verdicts), "kept": 0, "removed": 0, "quarantined": 0, "errored": 0,
-              "unchecked_kept": 0, "tagged": 0}
+    several), tags (rows per tag) and errors (rows not fully checked, per class) of one shard:
+    ``verdicts`` (with their rows' statuses and error classes) and ``plain_kept`` more rows that were
+    checked and kept with no reason."""
+    counts = {"rows_in": len(verdicts) + plain_kept, "kept": plain_kept, "removed": 0, "quarantined": 0,
+              "errored": 0, "unchecked_kept": 0, "tagged": 0}
     name = {KEEP: "kept", REMOVE: "removed", QUARANTINE: "quarantined", ERROR: "errored"}
     reasons: dict[str, int] = {}
     tags: dict[str, int] = {}

@@ -68,12 +68,12 @@ class NodesFn(beam.DoFn):
             return
         table = read_table(self._ctx.layout.abs(ref.features["path"]))
         row_rules = [r for r in self._ctx.settings.rules if r.scope != DATASET]
-        verdicts, _ = judge(table, row_rules, [], self._ctx.settings)
+        removed = judge(table, row_rules, [], self._ctx.settings).positions_with(REMOVE)
         caps = column(table, "caption_sha256")
         keys, status = column(table, "key"), column(table, "status")
         for i, (v, cap) in enumerate(zip(row_values(table, self._s), caps)):
             if status[i] == "ok" and v is not None:
-                node = dg.node_id(verdicts[i]["verdict"] == REMOVE, ref.shard, i)
+                node = dg.node_id(i in removed, ref.shard, i)
                 yield node, v
                 yield beam.pvalue.TaggedOutput(self.META, (node, dg.Meta(keys[i], cap or "")))
 
