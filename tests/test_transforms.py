@@ -97,6 +97,59 @@ def test_decide_shortcut_gives_the_full_rules_record():
         {"row": 1, "key": "k", "status": "ok"}, [], actions, "drop")  # no url or sha256 fields at all
 
 
+def test_sparse_verdicts_equal_every_row_decided_by_the_full_rules():
+    """``judge`` records only matched or unchecked rows; deciding every row with ``decide_full``
+    (the oracle) gives the same records for those, keeps all the others with no reason, and the
+    counts, keep set and removed positions agree."""
+    import random
+
+    import pyarrow as pa
+
+    from shardguard.transforms.contracts import DatasetMatches
+    from shardguard.transforms.decide import KEEP, REMOVE, decide_full
+    from shardguard.transforms.verdict import VerdictSettings, error_records, judge
+    from shardguard.transforms.write import count_verdicts
+
+    rnd = random.Random(7)
+    n = 300
+    statuses = [rnd.choice(["ok"] * 8 + ["error", None]) for _ in range(n)]
+    table = pa.table({"row": list(range(n)), "key": [f"k{i}" for i in range(n)], "url": [f"u{i}" for i in range(n)],
+                      "sha256": [f"s{i}" for i in range(n)], "status": statuses,
+                      "error_stage": [None if s == "ok" else "decode" for s in statuses],
+                      "error_class": [None if s == "ok" else "truncated" for s in statuses],
+                      "error_message": [None if s == "ok" else "m" for s in statuses]})
+    per_rule = {src: [[_m(src, rnd.random())] if rnd.random() < 0.05 else [] for _ in range(n)] for src in "rqt"}
+
+    class Rule:
+        scope = "row"
+
+        def __init__(self, src):
+            self.src = src
+
+        def match(self, t):
+            return per_rule[self.src]
+    dataset = [DatasetMatches(rows=tuple((i, _m("q", 0.5)) for i in range(0, n, 37)))]
+    actions = {"hashlist:r": "remove", "hashlist:q": "quarantine", "hashlist:t": "tag"}
+    for on_error in ("drop", "keep-and-flag"):
+        settings = VerdictSettings((), actions, on_error, False, None, "fp")
+        sv = judge(table, [Rule(s) for s in "rqt"], dataset, settings)
+        fields = table.to_pylist()
+        hits = [per_rule["r"][i] + per_rule["q"][i] + per_rule["t"][i] for i in range(n)]
+        for row, m in dataset[0].rows:
+            hits[row] = hits[row] + [m]
+        full = [decide_full(f, h, actions, on_error) for f, h in zip(fields, hits)]
+        assert list(sv.positions) == [i for i in range(n) if hits[i] or statuses[i] != "ok"]
+        assert list(sv.records) == [full[i] for i in sv.positions]
+        plain = [full[i] for i in range(n) if i not in set(sv.positions)]
+        assert all(v["verdict"] == KEEP and not v["reasons"] and not v["matches"] for v in plain)
+        assert sv.kept_rows() == {i for i, v in enumerate(full) if v["verdict"] == KEEP}
+        assert sv.positions_with(REMOVE) == {i for i, v in enumerate(full) if v["verdict"] == REMOVE}
+        cls = lambda rows: [f"{r['error_stage']}/{r['error_class']}" for r in rows]  # noqa: E731
+        assert count_verdicts(sv.records, [r["status"] for r in sv.fields], cls(sv.fields),
+                              plain_kept=n - len(sv.records)) == count_verdicts(full, statuses, cls(fields))
+        assert error_records(sv.fields, sv.records) == error_records(fields, full)
+
+
 def test_match_reasons_come_from_the_kind():
     assert _m("x").reason == "hashlist:x"
     assert MatchRecord("neighbor-of-known-bad", "neighbor", "clip", "s/k", 0.9).reason == "neighbor-of-known-bad"
