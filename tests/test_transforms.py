@@ -83,30 +83,16 @@ def test_decide_precedence_and_tags():
     assert decide(_feat("error", "truncated"), [_m("r")], actions, "drop")["verdict"] == "remove"
 
 
-def test_decide_shortcut_gives_the_full_rules_record():
-    """Rows nothing matched take a shortcut; it must build the record the full rules would, and
-    every other row must still reach them (a matched or unchecked row is never kept by it)."""
-    from shardguard.transforms.decide import decide_full
-
-    actions = {"hashlist:r": "remove", "hashlist:q": "quarantine", "hashlist:t": "tag"}
-    for row in (_feat(), dict(_feat(), url=None, sha256=None), _feat("error", "truncated")):
-        for matches in ([], [_m("t")], [_m("q")], [_m("r"), _m("t")]):
-            for on_error in ("drop", "keep-and-flag"):
-                assert decide(row, matches, actions, on_error) == decide_full(row, matches, actions, on_error)
-    assert decide({"row": 1, "key": "k", "status": "ok"}, [], actions, "drop") == decide_full(
-        {"row": 1, "key": "k", "status": "ok"}, [], actions, "drop")  # no url or sha256 fields at all
-
-
-def test_sparse_verdicts_equal_every_row_decided_by_the_full_rules():
-    """``judge`` records only matched or unchecked rows; deciding every row with ``decide_full``
-    (the oracle) gives the same records for those, keeps all the others with no reason, and the
+def test_sparse_verdicts_equal_every_row_decided():
+    """``judge`` records only matched or unchecked rows; deciding every row with ``decide`` (the
+    oracle) gives the same records for those, keeps all the others with no reason, and the
     counts, keep set and removed positions agree."""
     import random
 
     import pyarrow as pa
 
     from shardguard.transforms.contracts import DatasetMatches
-    from shardguard.transforms.decide import KEEP, REMOVE, decide_full
+    from shardguard.transforms.decide import KEEP, REMOVE
     from shardguard.transforms.verdict import VerdictSettings, error_records, judge
     from shardguard.transforms.write import count_verdicts
 
@@ -137,7 +123,7 @@ def test_sparse_verdicts_equal_every_row_decided_by_the_full_rules():
         hits = [per_rule["r"][i] + per_rule["q"][i] + per_rule["t"][i] for i in range(n)]
         for row, m in dataset[0].rows:
             hits[row] = hits[row] + [m]
-        full = [decide_full(f, h, actions, on_error) for f, h in zip(fields, hits)]
+        full = [decide(f, h, actions, on_error) for f, h in zip(fields, hits)]
         assert list(sv.positions) == [i for i in range(n) if hits[i] or statuses[i] != "ok"]
         assert list(sv.records) == [full[i] for i in sv.positions]
         plain = [full[i] for i in range(n) if i not in set(sv.positions)]

@@ -14,14 +14,6 @@ ON_ERROR = ("drop", "keep-and-flag")
 def decide(row: dict, matches, actions: dict[str, str], on_error: str) -> dict:
     """Verdict record of one row. ``row`` holds row, key, url, sha256, status and error_class;
     ``matches`` are ``MatchRecord``s; ``actions`` maps every reason the run can give to its action."""
-    if not matches and row["status"] == "ok":  # most rows: the record ``decide_full`` would build
-        return {"row": row["row"], "key": row["key"], "url": row.get("url"), "sha256": row.get("sha256"),
-                "verdict": KEEP, "reasons": [], "tags": [], "matches": []}
-    return decide_full(row, matches, actions, on_error)
-
-
-def decide_full(row: dict, matches, actions: dict[str, str], on_error: str) -> dict:
-    """``decide`` without its shortcut for a checked row that nothing matched (tests compare them)."""
     by_action: dict[str, set] = {"remove": set(), "quarantine": set(), "tag": set()}
     for m in matches:
         by_action[actions[m.reason]].add(m.reason)
