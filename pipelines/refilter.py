@@ -161,13 +161,16 @@ def _hint(parent: dict, parent_dir: str):
     return hint
 
 
-def take_parent_seed_sets(rules, parent: dict, parent_dir: str, force: bool) -> None:
+def take_parent_seed_sets(rules, parent: dict, parent_dir: str, force: bool, layout=None) -> None:
     """Each hash expansion takes the parent's seed set when it would compute the same one
-    (``transforms/rules/seedset.py``): no second pass over every shard's features before the verdicts."""
+    (``transforms/rules/seedset.py``): no second pass over every shard's features before the verdicts.
+    With ``layout`` (not in a dry run) the taken sets' files are linked into the new run now."""
     from shardguard.transforms.rules import seedset
 
     for rule in seedset.expansions(rules):
         rule.parent_set = seedset.parent_seed_set(rule, parent, parent_dir, force)
+        if rule.parent_set is not None and layout is not None:
+            seedset.link_parent_set(rule.parent_set, layout, seedset.seed_set_key(rule))
 
 
 def run(argv=None) -> int:
@@ -188,7 +191,7 @@ def run(argv=None) -> int:
                 take_parent_seed_sets(launch.plan.rules, parent, args.parent, cfg.force)
                 return execute(launch)
             claim_and_install(launch)
-            take_parent_seed_sets(launch.plan.rules, parent, args.parent, cfg.force)
+            take_parent_seed_sets(launch.plan.rules, parent, args.parent, cfg.force, launch.plan.layout)
     except (UsageError, ValueError, OSError) as exc:  # config, list, pin, parent or output errors
         return error_exit(exc)
 

@@ -68,6 +68,12 @@ def test_another_seed_rule_force_or_a_changed_file_computes_the_set_again(data, 
     assert refilter(["--from", str(tmp_path / "p"), "--output", str(tmp_path / "c"), "--quiet"]) == 0
     assert not _sets(tmp_path / "c")[0]["from_parent"]
     assert tree_bytes(tmp_path / "c")["review/00000.parquet"] == tree_bytes(scanned)["review/00000.parquet"]
+    shutil.copytree(scanned, tmp_path / "q")
+    seeds = next((tmp_path / "q" / "seeds").glob("*.parquet"))
+    seeds.write_bytes(seeds.read_bytes() + b"\0")  # a per-shard seeds file changed: the set is not taken
+    assert refilter(["--from", str(tmp_path / "q"), "--output", str(tmp_path / "d"), "--quiet"]) == 0
+    assert not _sets(tmp_path / "d")[0]["from_parent"]
+    assert tree_bytes(tmp_path / "d")[f"seeds/{seeds.name}"] == tree_bytes(scanned)[f"seeds/{seeds.name}"]
 
 
 def test_a_parent_with_a_failed_shard_or_no_recorded_set_gives_none():
@@ -159,3 +165,36 @@ def test_a_rerun_keeps_its_own_set_and_removes_another_configs(data, tmp_path): 
     assert _sets(out) == [s] and (out / s["path"]).stat().st_mtime_ns == mtime
     assert sorted(p.name for p in (out / "seedset").iterdir()) == [s["path"].rsplit("/", 1)[-1]]
     assert cli(["manifest", "verify", str(out)]) == 0
+
+
+def test_a_refilter_taking_the_set_translates_for_dataflow_with_no_stage_for_it(scanned, tmp_path, capsys):  # noqa: F811
+    """The taken set is read by the workers (a preset side value): the translated job has no step
+    that computes or hands it over, and the dry run writes nothing."""
+    pytest.importorskip("apache_beam.runners.dataflow.internal.apiclient",
+                        reason="needs apache-beam[gcp] (pip install .[dataflow])")
+    from test_dataflow import DATAFLOW
+
+    capsys.readouterr()
+    assert refilter(["--from", str(scanned), "--output", str(tmp_path / "df"), "--quiet", *DATAFLOW]) == 0
+    names = [line.strip() for line in capsys.readouterr().out.splitlines() if line.startswith("  ")]
+    assert "Verdict/DecideAndWrite" in names
+    assert not [n for n in names if n.startswith("Verdict/Dataset-")]
+    assert not (tmp_path / "df").exists()
+
+
+def test_a_preset_seed_set_loads_only_with_its_recorded_sha256(tmp_path):
+    from shardguard.transforms.contracts import RunLayout
+    from shardguard.transforms.rules.hashexpand import BoundedSeedViews
+    from shardguard.transforms.rules.seedset import SeedSetFile, save_seed_set, set_path
+
+    fn, layout = BoundedSeedViews(2), RunLayout(str(tmp_path))
+    value = fn.extract_output(fn.add_input(fn.create_accumulator(), [("s/a", "as-is", "ab" * 32, 80, "0123456789abcdef")]))
+    save_seed_set(value, layout, "k" * 64)
+    path = set_path(layout, "k" * 64)
+    with open(path, "rb") as f:
+        preset = SeedSetFile(path, hashlib.sha256(f.read()).hexdigest(), "k" * 64)
+    assert preset.load() == value and preset.tag == f"seed-set|{preset.sha256}"
+    with open(path, "ab") as f:
+        f.write(b"\0")
+    with pytest.raises(ValueError, match="changed after the re-filter took it"):
+        preset.load()

@@ -29,7 +29,7 @@ from shardguard.transforms.contracts import (
 )
 from shardguard.transforms.decide import KEEP, decide
 from shardguard.transforms.formats import InputChanged
-from shardguard.transforms.rules import DATASET, KEYED, SIDE, SIDE_DEFAULT, column
+from shardguard.transforms.rules import DATASET, KEYED, PRESET, SIDE, SIDE_DEFAULT, column
 from shardguard.transforms.write import (
     count_verdicts,
     seed_output,
@@ -158,14 +158,21 @@ class VerdictFn(beam.DoFn):
     """Wraps ``verdict_shard``: a ShardRef (or, with dataset rules, the shard's co-grouped ref and
     dataset matches) → the shard's summary; counts verdicts."""
 
-    def __init__(self, layout: RunLayout, settings: VerdictSettings, shared):
+    def __init__(self, layout: RunLayout, settings: VerdictSettings, shared, presets: dict | None = None):
         self._layout, self._settings, self._shared = layout, settings, shared
+        self._presets = dict(presets or {})  # side name → loader of a side value settled before the run
+        self._preset_values: dict = {}
+
+    def __getstate__(self):
+        return dict(self.__dict__, _preset_values={})
 
     def setup(self):
         """Load the row rules' matchers once per worker process; dataset rules keep the shared
-        handles for what they build from their side values (hash expansion's seed index)."""
+        handles for what they build from their side values (hash expansion's seed index). Side
+        values settled before the run are read here, once per process."""
         for r in self._settings.rules:
             r.setup(self._shared)
+        self._preset_values = {k: self._shared.acquire(p.tag, p.load) for k, p in self._presets.items()}
 
     def process(self, element, **sides):
         """Decide and write one shard (its co-grouped dataset matches and side values included)."""
@@ -176,7 +183,7 @@ class VerdictFn(beam.DoFn):
             ref = grouped["ref"][0]
             dataset = [dm for name in sorted(grouped) if name != "ref" for dm in grouped[name]]
         rules = self._settings.dataset_rules
-        with_side = [(rules[int(k[1:])], v) for k, v in sorted(sides.items())]
+        with_side = [(rules[int(k[1:])], v) for k, v in sorted(dict(sides, **self._preset_values).items())]
         summary = verdict_shard(ref, dataset, self._layout, self._settings, self._settings.rules, with_side)
         self._count(summary)
         yield summary
@@ -228,16 +235,18 @@ class VerdictStage(beam.PTransform):
 
     def expand(self, refs):
         """Wire the dataset rules (if any), then decide and write each shard."""
-        fn = VerdictFn(self._layout, self._settings, self._shared)
         ctx = DatasetContext(self._layout, self._shared, self._settings)
-        sides, keyed = {}, {}
+        sides, keyed, presets = {}, {}, {}
         for i, rule in enumerate(self._settings.dataset_rules):
             out = refs | f"Dataset-{rule.kinds[0]}-{i}" >> _RuleExpand(rule, ctx)
+            if PRESET in out:
+                presets[f"r{i}"] = out[PRESET]
             if SIDE in out:
                 extra = {"default_value": out[SIDE_DEFAULT]} if SIDE_DEFAULT in out else {}
                 sides[f"r{i}"] = beam.pvalue.AsSingleton(out[SIDE], **extra)
             if KEYED in out:
                 keyed[f"{i:02d}-{rule.kinds[0]}"] = out[KEYED]
+        fn = VerdictFn(self._layout, self._settings, self._shared, presets)
         if not keyed:
             return refs | "DecideAndWrite" >> beam.ParDo(fn, **sides)
         parts = dict(keyed, ref=refs | "KeyByShard" >> beam.Map(_key_by_shard))

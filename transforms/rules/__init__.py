@@ -20,6 +20,7 @@ from shardguard.transforms.contracts import MatchRecord
 ROW, DATASET = "row", "dataset"
 SIDE, KEYED = "side", "keyed"
 SIDE_DEFAULT = "side_default"  # with SIDE: the side value when its PCollection is empty
+PRESET = "preset"  # instead of SIDE: a side value settled before the run, which each worker loads
 
 
 class Rule:
@@ -64,7 +65,10 @@ class Rule:
         needs from the whole dataset, as ``{"side": PCollection}`` (one value every shard sees, e.g. the
         seed set: nothing per row crosses a shuffle; with ``"side_default"``, the value when that
         PCollection is empty) and/or ``{"keyed": PCollection}`` of
-        ``(shard, DatasetMatches)`` (e.g. dedup's decisions, joined to their shards)."""
+        ``(shard, DatasetMatches)`` (e.g. dedup's decisions, joined to their shards). A side value
+        settled before the run (a re-filter's parent seed set) is ``{"preset": loader}`` instead: a
+        small picklable object with ``tag`` and ``load()``, loaded once per worker process, so no
+        stage of the pipeline computes it and no verdict waits for one."""
         raise NotImplementedError
 
     def shard_matches(self, table: pa.Table, ref, side):

@@ -18,7 +18,7 @@ import apache_beam as beam
 import numpy as np
 
 from shardguard.transforms.contracts import DatasetMatches, FailureRecord, MatchRecord
-from shardguard.transforms.rules import DATASET, SIDE, Rule, column
+from shardguard.transforms.rules import DATASET, PRESET, SIDE, Rule, column
 from shardguard.transforms.rules.expansion import NEIGHBOR_SOURCE, BoundedSeeds, bounded_side
 from shardguard.transforms.rules.seedpack import SeedViews
 from shardguard.transforms.rules.seedviews import SeedViewsFn, seed_rows
@@ -172,9 +172,8 @@ class HashExpansion(Rule):
         from shardguard.transforms.rules import seedset
 
         key = seedset.seed_set_key(self)
-        if self.parent_set is not None:
-            return {SIDE: refs.pipeline | "ParentSeedSet" >> beam.Create([self.parent_set])
-                    | "Adopt" >> beam.Map(seedset.adopt_seed_set, ctx.layout, key)}
+        if self.parent_set is not None:  # linked into this run at launch (refilter.py)
+            return {PRESET: seedset.SeedSetFile(seedset.set_path(ctx.layout, key), self.parent_set.sha256, key)}
         out = bounded_side(refs | "SeedViews" >> beam.ParDo(SeedViewsFn(self, ctx.layout, ctx.shared)),
                            BoundedSeedViews(self.max_seeds * 64))
         _ = out[SIDE] | "SaveSeedSet" >> beam.Map(seedset.save_seed_set, ctx.layout, key, not self.reuse)

@@ -12,9 +12,11 @@ A run writes its set after the combine (``seedset/<key>.parquet``: the ``SEED_SC
 the manifest's ``seed_sets`` records path, sha256, key and rows), unless a seed could not be read or
 the set is over its limit (a child then computes its own). A re-filter takes the parent's set when
 its key — the seed rules' fingerprints, view set and limit — is the parent's, every parent shard
-finished, the file still has the recorded sha256, and ``--force`` is not given; it links that file
-and the parent's per-shard seeds files into its own run (checked against their sha256) and hands
-the set to its verdicts. Its outputs are those of computing the set again, byte for byte (tested).
+finished, the file and the parent's per-shard seeds files still have their recorded sha256, and
+``--force`` is not given. At launch it links those files into its own run (checked against their
+sha256 again), and each worker reads the set from there once (``SeedSetFile``, the rule's preset
+side value): no stage of the pipeline hands it over, so the verdicts wait for nothing. Its outputs
+are those of computing the set again, byte for byte (tested).
 """
 from __future__ import annotations
 
@@ -110,14 +112,34 @@ class ParentSeedSet:
     shard_files: tuple = ()
 
 
-def adopt_seed_set(parent: ParentSeedSet, layout, key: str) -> dict:
-    """Link the parent's seed set and per-shard seeds files into this run (checked against their
-    sha256: a mismatch fails the run, as an unreadable list would) and return the set."""
+@dataclass(frozen=True)
+class SeedSetFile:
+    """A seed set settled before the run (a parent's, linked into this run at launch): the verdicts'
+    side value, read by each worker process once and checked against its sha256."""
+
+    path: str
+    sha256: str
+    key: str
+
+    @property
+    def tag(self) -> str:
+        """What a worker process caches the loaded set under."""
+        return f"seed-set|{self.sha256}"
+
+    def load(self) -> dict:
+        """The side value the file stands for; raises when its bytes are not the recorded ones."""
+        data = fileio.read_bytes(self.path)
+        if hashlib.sha256(data).hexdigest() != self.sha256:
+            raise ValueError(f"seed set {self.path} changed after the re-filter took it (sha256 differs)")
+        return read_seed_set(data, self.key)
+
+
+def link_parent_set(parent: ParentSeedSet, layout, key: str) -> None:
+    """Link the parent's seed set and per-shard seeds files into this run, each checked against its
+    sha256 (a file changed since ``parent_seed_set`` checked it fails the launch)."""
     for shard, src, sha in parent.shard_files:
         fileio.copy_verified(src, layout.output("seeds", shard), sha, link=True)
-    dst = set_path(layout, key)
-    fileio.copy_verified(parent.path, dst, parent.sha256, link=True)
-    return read_seed_set(fileio.read_bytes(dst), key)
+    fileio.copy_verified(parent.path, set_path(layout, key), parent.sha256, link=True)
 
 
 def parent_seed_set(rule, parent: dict, parent_dir: str, force: bool) -> ParentSeedSet | None:
@@ -126,11 +148,12 @@ def parent_seed_set(rule, parent: dict, parent_dir: str, force: bool) -> ParentS
     rec = next((s for s in parent.get("seed_sets") or [] if s.get("key") == key), None)
     if force or rec is None or any(s["status"] != "ok" for s in parent["shards"]):
         return None
-    path = fileio.join(parent_dir, rec["path"])
-    if not fileio.exists(path) or fileio.sha256_file(path)[0] != rec["sha256"]:
-        return None  # gone or changed since: computed again (the per-shard files are checked as always)
     files = tuple((s["shard"], fileio.join(parent_dir, s["outputs"]["seeds"]["path"]), s["outputs"]["seeds"]["sha256"])
                   for s in sorted(parent["shards"], key=lambda s: s["shard"]) if "seeds" in s["outputs"])
+    path = fileio.join(parent_dir, rec["path"])
+    for p, sha in [(path, rec["sha256"])] + [(p, sha) for _, p, sha in files]:
+        if not fileio.exists(p) or fileio.sha256_file(p)[0] != sha:
+            return None  # gone or changed since: computed again
     return ParentSeedSet(path, rec["sha256"], files)
 
 
