@@ -43,18 +43,20 @@ def make_lists(shards: Path, work: Path, b_every: int = 1, b_type: str = "phash"
 
 
 def _empty_graph(n: int) -> None:
-    """A pipeline of the re-filter's shape doing no work: shards spread over the runner's threads, a
-    one-element branch (the parent's seed set) read as a side value by the per-shard step. Beam's
-    own cost for ``n`` shards: graph construction, translation, bundle processors, stage ends."""
+    """A pipeline of the re-filter's shape doing no work: shards spread over the runner's threads
+    (``featurestage.Spread``), then two per-shard steps (features, verdict). Beam's own cost for
+    ``n`` shards: graph construction, translation, bundle processors, stage ends."""
+    from types import SimpleNamespace
+
     import apache_beam as beam
 
     from shardguard.pipelines.options import pipeline_options
     from shardguard.pipelines.runutil import run_beam
+    from shardguard.transforms.featurestage import Spread
 
     def build(p):
-        refs = p | beam.Impulse() | beam.FlatMap(lambda _: range(n)) | beam.Reshuffle()
-        side = p | "Seeds" >> beam.Create([0]) | "Adopt" >> beam.Map(lambda x: [x])
-        return refs | "V" >> beam.Map(lambda x, s: x, beam.pvalue.AsSingleton(side))
+        specs = p | beam.Impulse() | beam.FlatMap(lambda _: [SimpleNamespace(shard=f"{i:05d}") for i in range(n)])
+        return specs | Spread() | "F" >> beam.Map(lambda x: x) | "V" >> beam.Map(lambda x: x)
     run_beam(build, pipeline_options([]))
 
 

@@ -191,6 +191,25 @@ class ShardSpecs(beam.PTransform):
         return pbegin | "Impulse" >> beam.Impulse() | "Emit" >> beam.FlatMap(_emit, self._specs)
 
 
+def _by_shard(spec: ShardSpec):
+    return spec.shard, spec
+
+
+def _ungroup(kv):
+    yield from kv[1]
+
+
+class Spread(beam.PTransform):
+    """ShardSpecs spread over workers: grouped by shard name (a fusion break, so each shard can run on
+    another worker), then handed on one by one. ``beam.Reshuffle`` does the same with random keys and
+    two more steps that keep timestamps and windows (a bounded run in the global window has none to
+    keep); a steady key also splits the shards over a local runner's threads the same way every run."""
+
+    def expand(self, specs):
+        """Key by shard, group, ungroup."""
+        return specs | "ByShard" >> beam.Map(_by_shard) | "Group" >> beam.GroupByKey() | "Ungroup" >> beam.FlatMap(_ungroup)
+
+
 class FeaturesStage(beam.PTransform):
     """ShardSpecs → ShardRefs: shards spread over workers (only small specs are shuffled, never
     image bytes), then one ``FeaturesFn`` call per shard."""
@@ -201,4 +220,4 @@ class FeaturesStage(beam.PTransform):
 
     def expand(self, specs):
         """Spread the specs, then one features call per shard."""
-        return specs | "Spread" >> beam.Reshuffle() | "ComputeFeatures" >> beam.ParDo(self._fn)
+        return specs | "Spread" >> Spread() | "ComputeFeatures" >> beam.ParDo(self._fn)
