@@ -116,6 +116,32 @@ def _link_verified(src: str, dst: str, expected_sha256: str) -> bool:
     return True
 
 
+def _scheme(path: str) -> str:
+    return path.split("://", 1)[0] if "://" in path else ""
+
+
+def _server_copy_verified(src: str, dst: str, expected_sha256: str) -> bool:
+    """Copy ``src`` to ``dst`` on one object store (``gs://``, ``s3://``) server-side — a copy under a
+    temporary name, its bytes read once against the sha256 (a download, no upload), then renamed into
+    place — so the bytes never go up through the worker; False where both are not on one store."""
+    if not _scheme(src) or _scheme(src) != _scheme(dst):
+        return False
+    tmp = tmp_name(dst)
+    try:
+        FileSystems.copy([src], [tmp])
+        sha, _ = sha256_file(tmp)
+        if sha != expected_sha256:
+            raise ValueError(f"{src}: sha256 {sha[:16]}… is not the recorded {expected_sha256[:16]}…; not copied")
+        if FileSystems.exists(dst):
+            FileSystems.delete([dst])
+        FileSystems.rename([tmp], [dst])
+    except BaseException:
+        if FileSystems.exists(tmp):
+            FileSystems.delete([tmp])
+        raise
+    return True
+
+
 def _with_path(exc: OSError, path: str) -> OSError:
     """The same OS error, naming ``path`` when it named none (a failed write() names no file)."""
     if exc.errno and not exc.filename:
@@ -183,9 +209,10 @@ def copy_verified(src: str, dst: str, expected_sha256: str, link: bool = False) 
     """Copy ``src`` to ``dst`` atomically, checking the bytes against ``expected_sha256`` (on a
     mismatch nothing appears at ``dst`` and ValueError is raised); return the sha256. ``link``: for
     shardguard's own outputs (never modified in place, so sharing the inode is safe; not for a user's
-    files), local files on one filesystem are hard-linked after the check — a re-filter's unchanged
-    shards cost a read, not a copy. Anything else is streamed through."""
-    if link and _link_verified(src, dst, expected_sha256):
+    files), local files on one filesystem are hard-linked after the check, and files on one object
+    store are copied server-side, the copy checked before it is renamed into place — a re-filter's
+    unchanged shards cost a read, not a copy. Anything else is streamed through."""
+    if link and (_link_verified(src, dst, expected_sha256) or _server_copy_verified(src, dst, expected_sha256)):
         return expected_sha256
     digest = hashlib.sha256()
     with FileSystems.open(src, compression_type="uncompressed") as f, atomic_writer(dst) as out:

@@ -115,7 +115,7 @@ def _keys(client, prefix):
     return sorted(o["Key"] for o in client.list_objects_v2(Bucket="data", Prefix=prefix).get("Contents", []))
 
 
-def test_s3_round_trip_manifest_resume_and_atomic_outputs(sample, s3):
+def test_s3_round_trip_manifest_resume_and_atomic_outputs(sample, s3, monkeypatch):
     client, flags = s3
     src, planted = sample
     for p in sorted((src / "shards").glob("*.parquet")) + sorted((src / "lists").glob("*")):
@@ -137,3 +137,49 @@ def test_s3_round_trip_manifest_resume_and_atomic_outputs(sample, s3):
     assert {k: client.head_object(Bucket="data", Key=k)["ETag"] for k in before} == before
     from shardguard.pipelines.cli import main as cli
     assert cli(["manifest", "verify", "s3://data/out", *flags]) == 0
+    _refilter_copies_server_side(client, flags, monkeypatch)
+
+
+def _refilter_copies_server_side(client, flags, monkeypatch):
+    """A re-filter on an object store takes its parent's unchanged files by a server-side copy: no
+    worker writes their bytes (part of the round trip above: a scan on the local S3 server takes
+    ~20 s; Beam makes a boto3 client for every file operation)."""
+    from apache_beam.io.filesystems import FileSystems
+
+    from shardguard.pipelines.cli import main as cli
+    from shardguard.pipelines.refilter import run as refilter
+
+    created, create = [], FileSystems.create
+    monkeypatch.setattr(FileSystems, "create", staticmethod(lambda path, *a, **k: created.append(path) or
+                                                            create(path, *a, **k)))
+    assert refilter(["--from", "s3://data/out", "--output", "s3://data/c", *flags, "--direct_num_workers=1"]) == 0
+    clean = _keys(client, "out/clean/")
+    assert clean and not [p for p in created if p.endswith(".parquet") and ("/clean/" in p or "/features/" in p)]
+    body = lambda key: client.get_object(Bucket="data", Key=key)["Body"].read()  # noqa: E731
+    assert all(body(k) == body("c/" + k[len("out/"):]) for k in clean)
+    assert cli(["manifest", "verify", "s3://data/c", *flags]) == 0
+
+
+def test_s3_server_side_copy_is_checked_before_it_appears(s3, monkeypatch):
+    """The copy is made server-side (nothing is written through the worker) under a temporary name
+    and read against the recorded sha256: bytes that are not the recorded ones never appear at the
+    destination, and no temporary object is left."""
+    import hashlib
+
+    from apache_beam.io.filesystems import FileSystems
+
+    from shardguard.indexes import fileio
+
+    monkeypatch.setattr(FileSystems, "create", staticmethod(lambda *a, **k: pytest.fail("streamed through")))
+
+    client, flags = s3
+    from shardguard.pipelines.options import configure_filesystems, pipeline_options
+
+    configure_filesystems(pipeline_options(flags))
+    client.put_object(Bucket="data", Key="unit/p/a.parquet", Body=b"rows")
+    good = hashlib.sha256(b"rows").hexdigest()
+    assert fileio.copy_verified("s3://data/unit/p/a.parquet", "s3://data/unit/c/a.parquet", good, link=True) == good
+    assert client.get_object(Bucket="data", Key="unit/c/a.parquet")["Body"].read() == b"rows"
+    with pytest.raises(ValueError, match="not the recorded"):
+        fileio.copy_verified("s3://data/unit/p/a.parquet", "s3://data/unit/d/a.parquet", "0" * 64, link=True)
+    assert _keys(client, "unit/d/") == [] and _keys(client, "unit/c/") == ["unit/c/a.parquet"]
