@@ -132,14 +132,25 @@ def _server_copy_verified(src: str, dst: str, expected_sha256: str) -> bool:
         sha, _ = sha256_file(tmp)
         if sha != expected_sha256:
             raise ValueError(f"{src}: sha256 {sha[:16]}… is not the recorded {expected_sha256[:16]}…; not copied")
-        if FileSystems.exists(dst):
-            FileSystems.delete([dst])
-        FileSystems.rename([tmp], [dst])
+        replace(tmp, dst)
     except BaseException:
         if FileSystems.exists(tmp):
             FileSystems.delete([tmp])
         raise
     return True
+
+
+def replace(tmp: str, path: str) -> None:
+    """Move ``tmp`` to ``path`` with one rename, which replaces a file already there on local disks
+    (atomically) and on object stores; where a filesystem's rename refuses an existing target (HDFS),
+    that file is deleted first. (Checking first cost every write two more store requests.)"""
+    try:
+        FileSystems.rename([tmp], [path])
+    except OSError:
+        if not FileSystems.exists(path):
+            raise
+        FileSystems.delete([path])
+        FileSystems.rename([tmp], [path])
 
 
 def _with_path(exc: OSError, path: str) -> OSError:
@@ -161,9 +172,7 @@ def atomic_writer(path: str):
     try:
         yield f
         f.close()
-        if FileSystems.exists(path):
-            FileSystems.delete([path])
-        FileSystems.rename([tmp], [path])
+        replace(tmp, path)
     except BaseException as exc:
         try:
             f.close()

@@ -167,3 +167,31 @@ def test_pins_are_checked_before_any_work(sample, tmp_path, capsys):
     cfg.write_text("clip:\n  model: x.json\n  weights_sha256: 1234\n")
     assert run_scan(base + ["--config", str(cfg)]) == 2
     assert "a pin must be a quoted 64-hex-digit sha256" in capsys.readouterr().err
+
+
+def test_an_atomic_write_replaces_a_file_with_one_rename_and_where_rename_refuses_deletes_first(tmp_path, monkeypatch):
+    """Rename replaces a file already there (local disks atomically, object stores too): no
+    existence check or delete per write. A filesystem whose rename refuses an existing target (as
+    HDFS's does) gets it deleted first; either way the new bytes are in place and no temporary file
+    is left."""
+    from apache_beam.io.filesystem import BeamIOError
+    from apache_beam.io.filesystems import FileSystems
+
+    from shardguard.indexes import fileio
+
+    target = tmp_path / "out.json"
+    target.write_bytes(b"old")
+    calls, real = [], {n: getattr(FileSystems, n) for n in ("exists", "delete", "rename")}
+    for name in real:
+        monkeypatch.setattr(FileSystems, name, staticmethod(
+            lambda *a, _n=name, **k: calls.append(_n) or real[_n](*a, **k)))
+    fileio.write_atomic(str(target), b"new")
+    assert target.read_bytes() == b"new" and calls == ["rename"]
+
+    def refusing(src, dst):
+        if any(__import__("os").path.exists(d) for d in dst):
+            raise BeamIOError("rename: target exists", {})
+        real["rename"](src, dst)
+    monkeypatch.setattr(FileSystems, "rename", staticmethod(refusing))
+    fileio.write_atomic(str(target), b"newer")
+    assert target.read_bytes() == b"newer" and sorted(p.name for p in tmp_path.iterdir()) == ["out.json"]
