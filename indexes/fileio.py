@@ -143,11 +143,12 @@ def _server_copy_verified(src: str, dst: str, expected_sha256: str) -> bool:
 def replace(tmp: str, path: str) -> None:
     """Move ``tmp`` to ``path`` with one rename, which replaces a file already there on local disks
     (atomically) and on object stores; where a filesystem's rename refuses an existing target (HDFS),
-    that file is deleted first. (Checking first cost every write two more store requests.)"""
+    that file is deleted first — as every write did before (checking first cost two more store
+    requests per write) — and only then: a rename that failed otherwise is the error raised."""
     try:
         FileSystems.rename([tmp], [path])
     except OSError:
-        if not FileSystems.exists(path):
+        if not (FileSystems.exists(path) and FileSystems.exists(tmp)):
             raise
         FileSystems.delete([path])
         FileSystems.rename([tmp], [path])
