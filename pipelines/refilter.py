@@ -124,31 +124,34 @@ def child_config(parent: dict, args):
     return configload.build(ScanConfig, data, "refilter flags")
 
 
-def _marker(parent_dir: str, shard: str) -> dict | None:
-    path = RunLayout(parent_dir).features_marker(shard)
-    return fileio.read_json(path) if fileio.exists(path) else None
-
-
 def shard_specs(parent: dict, parent_dir: str, relocate: list[str]) -> list[ShardSpec]:
     """One spec per parent shard: its input (maybe relocated) and everything the parent recorded."""
     specs = []
     for s in sorted(parent["shards"], key=lambda s: s["shard"]):
         ps = ParentShard(run_dir=parent_dir, input_sha256=s["input"].get("sha256"), input_size=s["input"].get("size"),
-                         status=s["status"], outputs=s.get("outputs") or {}, failure=s.get("failure"),
-                         features_marker=_marker(parent_dir, s["shard"]) if s["status"] == "ok" else None)
+                         status=s["status"], outputs=s.get("outputs") or {}, failure=s.get("failure"))
         specs.append(ShardSpec(s["shard"], _relocate(s["input"]["path"], relocate),
                                s["input"].get("format", "parquet"), ps))
     return specs
 
 
 def check_parent(parent: dict, parent_dir: str, output: str) -> None:
-    """The parent's features exist, and the output is not the parent itself."""
+    """The parent's features exist (one listing of its features folder, not a request per shard),
+    and the output is not the parent itself."""
+    from shardguard.transforms.formats.files import list_folder
+
     if RunLayout(output).abs("x").rstrip("x") == RunLayout(parent_dir).abs("x").rstrip("x"):
         raise RefilterError("--output is the parent run; give a new directory")
+    try:
+        listed = set(list_folder(fileio.join(parent_dir, "features")))
+    except Exception:  # noqa: BLE001 - no folder (or a store that lists nothing): every file is missing
+        listed = set()
     for s in parent["shards"]:
-        if s["status"] == "ok" and not fileio.exists(fileio.join(parent_dir, s["outputs"]["features"]["path"])):
-            raise RefilterError(f"shard {s['shard']}: feature file {s['outputs']['features']['path']} "
-                                f"is missing from {parent_dir}")
+        rel = s["outputs"]["features"]["path"] if s["status"] == "ok" else None
+        if rel is None or (rel.startswith("features/") and rel[len("features/"):] in listed):
+            continue
+        if not fileio.exists(fileio.join(parent_dir, rel)):
+            raise RefilterError(f"shard {s['shard']}: feature file {rel} is missing from {parent_dir}")
 
 
 def _hint(parent: dict, parent_dir: str):
@@ -161,16 +164,24 @@ def _hint(parent: dict, parent_dir: str):
     return hint
 
 
-def take_parent_seed_sets(rules, parent: dict, parent_dir: str, force: bool, layout=None) -> None:
+def take_parent_seed_sets(launch: Launch, parent: dict, parent_dir: str, force: bool, link: bool) -> None:
     """Each hash expansion takes the parent's seed set when it would compute the same one
     (``transforms/rules/seedset.py``): no second pass over every shard's features before the verdicts.
-    With ``layout`` (not in a dry run) the taken sets' files are linked into the new run now."""
+    The shards' workers then adopt their seeds files with their features; with ``link`` (not in a
+    dry run) the taken sets' files are linked into the new run now."""
+    import dataclasses
+
     from shardguard.transforms.rules import seedset
 
-    for rule in seedset.expansions(rules):
+    taken = False
+    for rule in seedset.expansions(launch.plan.rules):
         rule.parent_set = seedset.parent_seed_set(rule, parent, parent_dir, force)
-        if rule.parent_set is not None and layout is not None:
-            seedset.link_parent_set(rule.parent_set, layout, seedset.seed_set_key(rule))
+        taken = taken or rule.parent_set is not None
+        if rule.parent_set is not None and link:
+            seedset.link_parent_set(rule.parent_set, launch.plan.layout, seedset.seed_set_key(rule))
+    if taken:
+        launch.specs = [dataclasses.replace(s, parent=dataclasses.replace(s.parent, adopt_seeds=True))
+                        for s in launch.specs]
 
 
 def run(argv=None) -> int:
@@ -188,10 +199,10 @@ def run(argv=None) -> int:
             launch.plan = prepare(cfg, RunLayout(cfg.output), staging, parent_features=parent["features"],
                                   missing_hint=_hint(parent, args.parent))
             if is_dry_run(options):
-                take_parent_seed_sets(launch.plan.rules, parent, args.parent, cfg.force)
+                take_parent_seed_sets(launch, parent, args.parent, cfg.force, link=False)
                 return execute(launch)
             claim_and_install(launch)
-            take_parent_seed_sets(launch.plan.rules, parent, args.parent, cfg.force, launch.plan.layout)
+            take_parent_seed_sets(launch, parent, args.parent, cfg.force, link=True)
     except (UsageError, ValueError, OSError) as exc:  # config, list, pin, parent or output errors
         return error_exit(exc)
 

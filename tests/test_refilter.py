@@ -201,3 +201,23 @@ def test_unchanged_shards_are_hard_linked_from_the_parent_after_the_check(runs, 
     shard.write_bytes(data[:-1] + bytes([data[-1] ^ 1]))
     assert refilter(["--from", str(victim), "--output", str(tmp_path / "bad"), "--quiet"]) == 1
     assert not (tmp_path / "bad" / "clean" / shard.name).exists()
+
+
+def test_a_missing_parent_features_file_stops_before_any_work_and_a_bad_marker_fails_its_shard(runs, tmp_path, capsys):
+    """The parent's features are checked from one listing at launch; each shard's features marker is
+    read by its worker, so an unreadable one fails that shard alone, with its reason."""
+    import shutil
+
+    src, planted, d = runs
+    parent = tmp_path / "parent"
+    shutil.copytree(d / "parent", parent)
+    (parent / "features" / "00001.json").write_text("{not json")
+    assert refilter(["--from", str(parent), "--output", str(tmp_path / "c"), "--quiet"]) == 1
+    s = {x["shard"]: x for x in json.loads((tmp_path / "c" / "manifest.json").read_text())["shards"]}
+    assert s["00001"]["status"] == "failed" and s["00001"]["failure"]["stage"] == "refilter-read"
+    assert {s[k]["status"] for k in s if k != "00001"} == {"ok"}
+    (parent / "features" / "00002.parquet").unlink()
+    capsys.readouterr()
+    assert refilter(["--from", str(parent), "--output", str(tmp_path / "d"), "--quiet"]) == 2
+    assert "shard 00002: feature file features/00002.parquet is missing from" in capsys.readouterr().err
+    assert not (tmp_path / "d").exists()

@@ -70,10 +70,12 @@ def test_another_seed_rule_force_or_a_changed_file_computes_the_set_again(data, 
     assert tree_bytes(tmp_path / "c")["review/00000.parquet"] == tree_bytes(scanned)["review/00000.parquet"]
     shutil.copytree(scanned, tmp_path / "q")
     seeds = next((tmp_path / "q" / "seeds").glob("*.parquet"))
-    seeds.write_bytes(seeds.read_bytes() + b"\0")  # a per-shard seeds file changed: the set is not taken
-    assert refilter(["--from", str(tmp_path / "q"), "--output", str(tmp_path / "d"), "--quiet"]) == 0
-    assert not _sets(tmp_path / "d")[0]["from_parent"]
-    assert tree_bytes(tmp_path / "d")[f"seeds/{seeds.name}"] == tree_bytes(scanned)[f"seeds/{seeds.name}"]
+    seeds.write_bytes(seeds.read_bytes() + b"\0")  # a shard's seeds file changed: the set is taken, that shard fails
+    assert refilter(["--from", str(tmp_path / "q"), "--output", str(tmp_path / "d"), "--quiet"]) == 1
+    s = {x["shard"]: x for x in json.loads((tmp_path / "d" / "manifest.json").read_text())["shards"]}
+    bad = seeds.name.split(".")[0]
+    assert s[bad]["status"] == "failed" and "is not the recorded" in s[bad]["failure"]["message"]
+    assert not (tmp_path / "d" / "seeds" / seeds.name).exists() and not (tmp_path / "d" / "clean" / seeds.name).exists()
 
 
 def test_a_parent_with_a_failed_shard_or_no_recorded_set_gives_none():

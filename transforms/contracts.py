@@ -96,7 +96,7 @@ class ParentShard:
     status: str
     outputs: dict = field(default_factory=dict)  # kind -> {"path" (relative), "sha256", "rows"}
     failure: dict | None = None
-    features_marker: dict | None = None
+    adopt_seeds: bool = False  # the re-filter takes the parent's seed set: link this shard's seeds file too
 
 
 @dataclass(frozen=True)

@@ -122,16 +122,23 @@ def ensure_features(spec: ShardSpec, layout: RunLayout, settings: FeatureSetting
     return ShardRef(spec, info, _publish(layout, info, table, settings.fingerprint))
 
 
+def _parent_marker(parent, shard: str) -> dict:
+    """The parent's features marker of ``shard`` ({} when it has none; raises when unreadable)."""
+    path = RunLayout(parent.run_dir).features_marker(shard)
+    return fileio.read_json(path) if fileio.exists(path) else {}
+
+
 def adopt_parent(spec: ShardSpec, layout: RunLayout) -> ShardRef:
     """A re-filter's features: the parent's file, copied into this run and checked against the sha256
-    the parent recorded (with its marker, so this run is self-contained)."""
+    the parent recorded (with its marker, read here by the worker rather than one by one at launch,
+    so this run is self-contained)."""
     parent = spec.parent
     try:
         if parent.status != "ok":
             raise ValueError(f"parent shard failed: {(parent.failure or {}).get('message', '')}")
         src = parent.outputs["features"]
         dst = layout.output("features", spec.shard)
-        marker = dict(parent.features_marker or {})
+        marker = _parent_marker(parent, spec.shard)
         old = ShardInfo.from_dict(marker["info"]) if marker.get("info") else None
         # the input may have moved (--relocate): the parent's sha256 still says which bytes it must be
         info = ShardInfo(shard=spec.shard, path=spec.path, format=spec.format, num_rows=src["rows"],
@@ -140,6 +147,10 @@ def adopt_parent(spec: ShardSpec, layout: RunLayout) -> ShardRef:
                          layout_sha256=old.layout_sha256 if old else None,
                          footer_size=old.footer_size if old else None, columns=old.columns if old else ())
         sha = fileio.copy_verified(fileio.join(parent.run_dir, src["path"]), dst, src["sha256"], link=True)
+        seeds = parent.outputs.get("seeds") if parent.adopt_seeds else None
+        if seeds:  # the parent's seed set is taken: its per-shard seeds files come along (seedset.py)
+            fileio.copy_verified(fileio.join(parent.run_dir, seeds["path"]), layout.output("seeds", spec.shard),
+                                 seeds["sha256"], link=True)
     except Exception as exc:  # noqa: BLE001 - recorded as a failed shard; the run goes on
         return ShardRef(spec, None, None, FailureRecord.of("refilter-read", exc))
     file = {"path": layout.rel(dst), "sha256": sha, "rows": src["rows"]}

@@ -12,11 +12,13 @@ A run writes its set after the combine (``seedset/<key>.parquet``: the ``SEED_SC
 the manifest's ``seed_sets`` records path, sha256, key and rows), unless a seed could not be read or
 the set is over its limit (a child then computes its own). A re-filter takes the parent's set when
 its key — the seed rules' fingerprints, view set and limit — is the parent's, every parent shard
-finished, the file and the parent's per-shard seeds files still have their recorded sha256, and
-``--force`` is not given. At launch it links those files into its own run (checked against their
-sha256 again), and each worker reads the set from there once (``SeedSetFile``, the rule's preset
-side value): no stage of the pipeline hands it over, so the verdicts wait for nothing. Its outputs
-are those of computing the set again, byte for byte (tested).
+finished, the file still has the recorded sha256, and ``--force`` is not given. At launch it links
+that file into its own run (checked against its sha256 again), and each worker reads the set from
+there once (``SeedSetFile``, the rule's preset side value): no stage of the pipeline hands it over,
+so the verdicts wait for nothing. Each shard's seeds file is linked by the worker that adopts the
+shard's features (``ParentShard.adopt_seeds``; checked against its sha256, a mismatch fails that
+shard), so the launch makes no request per shard. Its outputs are those of computing the set
+again, byte for byte (tested).
 """
 from __future__ import annotations
 
@@ -104,12 +106,10 @@ def _packed(table: pa.Table) -> SeedViews:
 
 @dataclass(frozen=True)
 class ParentSeedSet:
-    """A parent run's seed set a re-filter takes: its file and the per-shard seeds files
-    ((shard, path, sha256)), each with the sha256 the parent recorded."""
+    """A parent run's seed set a re-filter takes: its file, with the sha256 the parent recorded."""
 
     path: str
     sha256: str
-    shard_files: tuple = ()
 
 
 @dataclass(frozen=True)
@@ -135,10 +135,8 @@ class SeedSetFile:
 
 
 def link_parent_set(parent: ParentSeedSet, layout, key: str) -> None:
-    """Link the parent's seed set and per-shard seeds files into this run, each checked against its
-    sha256 (a file changed since ``parent_seed_set`` checked it fails the launch)."""
-    for shard, src, sha in parent.shard_files:
-        fileio.copy_verified(src, layout.output("seeds", shard), sha, link=True)
+    """Link the parent's seed set file into this run, checked against its sha256 (a file changed
+    since ``parent_seed_set`` checked it fails the launch)."""
     fileio.copy_verified(parent.path, set_path(layout, key), parent.sha256, link=True)
 
 
@@ -148,13 +146,10 @@ def parent_seed_set(rule, parent: dict, parent_dir: str, force: bool) -> ParentS
     rec = next((s for s in parent.get("seed_sets") or [] if s.get("key") == key), None)
     if force or rec is None or any(s["status"] != "ok" for s in parent["shards"]):
         return None
-    files = tuple((s["shard"], fileio.join(parent_dir, s["outputs"]["seeds"]["path"]), s["outputs"]["seeds"]["sha256"])
-                  for s in sorted(parent["shards"], key=lambda s: s["shard"]) if "seeds" in s["outputs"])
     path = fileio.join(parent_dir, rec["path"])
-    for p, sha in [(path, rec["sha256"])] + [(p, sha) for _, p, sha in files]:
-        if not fileio.exists(p) or fileio.sha256_file(p)[0] != sha:
-            return None  # gone or changed since: computed again
-    return ParentSeedSet(path, rec["sha256"], files)
+    if not fileio.exists(path) or fileio.sha256_file(path)[0] != rec["sha256"]:
+        return None  # gone or changed since: computed again
+    return ParentSeedSet(path, rec["sha256"])
 
 
 def expansions(rules) -> list:
