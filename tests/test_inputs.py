@@ -62,3 +62,24 @@ def test_a_shard_without_the_image_column_says_which_columns_it_has(tmp_path, ca
     err = pq.read_table(out / "errors" / "s.parquet").to_pylist()[0]
     assert err["message"] == "shard has no image column 'jpg' (columns: key, picture)"
     assert "all 2 rows errored, nothing in it was checked: input/missing_column (2)" in capsys.readouterr().out
+
+
+def test_claiming_shards_never_lists_a_shard_folder_through(tmp_path, monkeypatch):
+    """Telling an img2dataset ``files`` shard (a parquet beside a folder of images) from a plain
+    parquet shard takes one listing request that stops at the first file: at launch, a folder of a
+    million images must not be listed."""
+    from apache_beam.io.filesystems import FileSystems
+
+    from shardguard.transforms.formats import claim_shards
+
+    pq.write_table(pa.table({"key": ["a"]}), tmp_path / "00000.parquet")
+    (tmp_path / "00000").mkdir()
+    for i in range(50):
+        (tmp_path / "00000" / f"{i:03d}.jpg").write_bytes(b"x")
+    pq.write_table(pa.table({"key": ["b"], "jpg": [b"y"]}), tmp_path / "00001.parquet")
+    listed, match = [], FileSystems.match
+    monkeypatch.setattr(FileSystems, "match", staticmethod(
+        lambda *a, **k: [listed.extend(r.metadata_list) or r for r in match(*a, **k)]))
+    paths = sorted(str(p) for p in tmp_path.glob("*.parquet"))
+    assert claim_shards(paths) == [(paths[0], "files"), (paths[1], "parquet")]
+    assert len(listed) <= 2

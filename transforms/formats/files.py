@@ -28,6 +28,12 @@ def folder_of(meta: str) -> str:
     return meta[: -len(".parquet")]
 
 
+def has_files(folder: str) -> bool:
+    """Whether ``folder`` holds a plain file directly inside: one listing request that stops at the
+    first match (a shard's folder may hold a million images; claiming shards must not list them)."""
+    return bool(FileSystems.match([folder.rstrip("/") + "/*"], limits=[1])[0].metadata_list)
+
+
 def list_folder(folder: str) -> dict[str, str]:
     """name → path of the plain files directly inside ``folder``."""
     found = FileSystems.match([folder.rstrip("/") + "/*"])[0].metadata_list
@@ -73,7 +79,7 @@ class FilesFormat(InputFormat):
     name = "files"
 
     def claim(self, paths):  # noqa: D102
-        metas = sorted(p for p in paths if p.endswith(".parquet") and list_folder(folder_of(p)))
+        metas = sorted(p for p in paths if p.endswith(".parquet") and has_files(folder_of(p)))
         folders = tuple(folder_of(m).rstrip("/") + "/" for m in metas)
         inside = {p for p in paths if p.startswith(folders)} if folders else set()
         return metas, set(metas) | inside
