@@ -44,12 +44,15 @@ class FeatureSettings:
     blas_threads: int = 1  # per worker process (decode.blas_threads)
 
 
-def read_marker(layout: RunLayout, shard: str) -> dict | None:
-    """A shard's features marker, or None when absent or unreadable."""
+def read_marker(layout: RunLayout, shard: str, strict: bool = False) -> dict | None:
+    """A shard's features marker, or None when absent or unreadable (``strict``: an unreadable one
+    raises — a re-filter's parent marker, whose loss fails the shard)."""
     path = layout.features_marker(shard)
     try:
         return fileio.read_json(path) if fileio.exists(path) else None
     except (ValueError, OSError):
+        if strict:
+            raise
         return None
 
 
@@ -122,12 +125,6 @@ def ensure_features(spec: ShardSpec, layout: RunLayout, settings: FeatureSetting
     return ShardRef(spec, info, _publish(layout, info, table, settings.fingerprint))
 
 
-def _parent_marker(parent, shard: str) -> dict:
-    """The parent's features marker of ``shard`` ({} when it has none; raises when unreadable)."""
-    path = RunLayout(parent.run_dir).features_marker(shard)
-    return fileio.read_json(path) if fileio.exists(path) else {}
-
-
 def adopt_parent(spec: ShardSpec, layout: RunLayout) -> ShardRef:
     """A re-filter's features: the parent's file, copied into this run and checked against the sha256
     the parent recorded (with its marker, read here by the worker rather than one by one at launch,
@@ -138,7 +135,7 @@ def adopt_parent(spec: ShardSpec, layout: RunLayout) -> ShardRef:
             raise ValueError(f"parent shard failed: {(parent.failure or {}).get('message', '')}")
         src = parent.outputs["features"]
         dst = layout.output("features", spec.shard)
-        marker = _parent_marker(parent, spec.shard)
+        marker = read_marker(RunLayout(parent.run_dir), spec.shard, strict=True) or {}
         old = ShardInfo.from_dict(marker["info"]) if marker.get("info") else None
         # the input may have moved (--relocate): the parent's sha256 still says which bytes it must be
         info = ShardInfo(shard=spec.shard, path=spec.path, format=spec.format, num_rows=src["rows"],
