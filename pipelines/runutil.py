@@ -27,16 +27,29 @@ class _HoldErrors(logging.Filter):
         return record.levelno < logging.ERROR
 
 
+class _HoldInMemoryWarning(logging.Filter):
+    """Drops Beam 2.77's warning that ``in_memory`` with several workers lacks parallelism: its
+    runner runs the parts of each stage on threads all the same (the default local mode,
+    ``options.pipeline_options``; measured in benchmarks/RESULTS.md)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:  # noqa: D102
+        return not str(record.msg).startswith("If direct_num_workers is not equal to 1")
+
+
 @contextmanager
 def quiet_beam():
-    """Hold back Beam's error logging for the duration (the caller reports the exception)."""
-    flt = _HoldErrors()
+    """For the duration: hold back Beam's error logging (the caller reports the exception) and its
+    inaccurate in_memory warning."""
+    flt, runner_log = _HoldErrors(), logging.getLogger("apache_beam.runners.portability.fn_api_runner.fn_runner")
+    warning = _HoldInMemoryWarning()
     handlers = list(logging.getLogger().handlers)
     for h in handlers:
         h.addFilter(flt)
+    runner_log.addFilter(warning)
     try:
         yield
     finally:
+        runner_log.removeFilter(warning)
         for h in handlers:
             h.removeFilter(flt)
 
