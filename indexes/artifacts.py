@@ -5,7 +5,8 @@ An artifact is a directory::
     <dir>/sidecar.json      name, type, counts, source sha256, thresholds, files and their sha256,
                             fingerprint, code version
     <dir>/entries.parquet   code (fixed-size binary), line, entry_id - sorted by code for exact types
-    <dir>/index.faissbin    perceptual types: a FAISS binary index (FAISS's own format, no pickle)
+    <dir>/index.faissbin    perceptual types: a FAISS binary index (FAISS's own format, no pickle);
+                            none for lists matched pair by pair or by the numpy multi-index
 
 The fingerprint is the sha256 of the canonical sidecar content without the code version, so the
 same list with the same settings always has the same fingerprint. Pipelines load artifacts only
@@ -31,6 +32,11 @@ ARTIFACT_FORMAT = "shardguard-list/1"
 # Up to this many entries an exact flat scan is fastest and simplest; above it a multi-index:
 # numpy MIH for 64-bit codes (pHash, dHash), FAISS multi-hash for PDQ.
 FLAT_LIMIT = 100_000
+# Up to this many entries every (row, entry) pair is compared in numpy (``matcher.py``): no index to
+# build or load, so a run whose perceptual lists are all this small — a partner's delta list, the
+# usual reason to re-filter — never imports FAISS (~40 ms of a 0.5 s re-filter). Above it FAISS's
+# flat scan is faster (at 256 entries numpy takes 2-10x longer per row).
+PAIRWISE_LIMIT = 64
 ACTIONS = ("remove", "quarantine", "tag")
 
 
@@ -65,8 +71,10 @@ def multihash_params(nbits: int, max_distance: int) -> tuple[int, int, int]:
     return max_distance + 1, max(1, nbits // (max_distance + 1)), 0
 
 
-def _build_faiss(ht: HashType, codes: np.ndarray, max_distance: int, flat_limit: int):
-    import faiss  # heavy; only needed when building or loading a perceptual list
+def _build_index(ht: HashType, codes: np.ndarray, max_distance: int, flat_limit: int):
+    if len(codes) <= PAIRWISE_LIMIT:
+        return None, {"kind": "pairwise"}
+    import faiss  # heavy; only needed when building or loading a larger perceptual list
 
     if len(codes) <= flat_limit:
         index = faiss.IndexBinaryFlat(ht.nbits)
@@ -114,18 +122,19 @@ def build_artifact(parsed: ParsedList, settings: ListSettings, out_dir: str, sou
                    flat_limit: int = FLAT_LIMIT) -> dict:
     """Write the artifact for a parsed list into ``out_dir``; return its sidecar.
 
-    Lists up to ``flat_limit`` entries get an exact flat index, larger ones a multi-hash index
-    whose parameters keep range search exact (see ``multihash_params``)."""
+    Perceptual lists of up to ``PAIRWISE_LIMIT`` entries get no index (every pair is compared),
+    up to ``flat_limit`` an exact flat index, larger ones a multi-index whose parameters keep range
+    search exact (see ``multihash_params``)."""
     ht = parsed.hash_type
     fileio.ensure_dir(out_dir)
     files = {"entries.parquet": fileio.write_atomic(fileio.join(out_dir, "entries.parquet"),
                                                     _parquet_bytes(_entries_table(ht, parsed)))}
     index_params = {"kind": "sorted"}
     if ht.perceptual:
-        import faiss
-
-        index, index_params = _build_faiss(ht, parsed.code_array(), settings.max_distance, flat_limit)
+        index, index_params = _build_index(ht, parsed.code_array(), settings.max_distance, flat_limit)
         if index is not None:
+            import faiss
+
             blob = faiss.serialize_index_binary(index).tobytes()
             files["index.faissbin"] = fileio.write_atomic(fileio.join(out_dir, "index.faissbin"), blob)
     sidecar = {

@@ -1,4 +1,5 @@
-"""Match hashes against a loaded list artifact: exact lookups or FAISS Hamming range search.
+"""Match hashes against a loaded list artifact: exact lookups, or a Hamming range search — every pair
+compared in numpy for small lists, a numpy multi-index for large 64-bit ones, FAISS otherwise.
 
 ``ListMatcher.match_batch`` takes a batch of hex hashes (None where a row has none) and returns, per
 row, the list of matches. The matcher interface is deliberately batch-in/batch-out and stateless
@@ -14,6 +15,9 @@ import numpy as np
 from shardguard.indexes.arrowio import read_table
 from shardguard.indexes.artifacts import load_artifact_files
 from shardguard.indexes.hashtypes import HashType, get_hash_type
+
+
+PAIRS_BLOCK = 4096  # queries per distance matrix of a pairwise list (≤ 64 entries: ≤ 1 MiB)
 
 
 @dataclass(frozen=True)
@@ -50,8 +54,11 @@ class ListMatcher:
         # list swung between 49k and 80k lookups/s with the GC's timing).
         self._lines = table.column("line").to_numpy()
         self._ids = table.column("entry_id").combine_chunks()
-        self._index = self._mih = None
-        if self.hash_type.perceptual and sidecar["index"]["kind"] == "mih64":
+        self._index = self._mih = self._pairs = None
+        kind = sidecar["index"]["kind"]
+        if self.hash_type.perceptual and kind == "pairwise":
+            self._pairs = np.frombuffer(raw, dtype=np.uint8).reshape(-1, nbytes).view(np.uint64)
+        elif self.hash_type.perceptual and kind == "mih64":
             from shardguard.indexes.mih import Mih64, to_u64
 
             self._mih = Mih64(to_u64(np.frombuffer(raw, dtype=np.uint8).reshape(-1, 8)), self.max_distance)
@@ -105,6 +112,8 @@ class ListMatcher:
         return self._search(rows, np.ascontiguousarray(codes[rows])) if len(rows) else []
 
     def _search(self, rows: np.ndarray, queries: np.ndarray) -> list[tuple[int, Match]]:
+        if self._pairs is not None:
+            return self._match_pairs(rows, queries)
         if self._mih is not None:
             return self._match_mih(rows, queries)
         if self._index is None:
@@ -126,6 +135,22 @@ class ListMatcher:
         found = pos < len(self._codes)
         found[found] = self._codes[pos[found]] == keys[found]
         return [(int(rows[q]), self._hit(int(pos[q]), 0)) for q in np.flatnonzero(found)]
+
+    def _match_pairs(self, rows, queries) -> list[tuple[int, Match]]:
+        # in blocks of queries: the distance matrix stays small; a query's hits by distance, then entry
+        words = np.ascontiguousarray(queries).view(np.uint64)
+        out = []
+        for b in range(0, len(words), PAIRS_BLOCK):
+            block = words[b:b + PAIRS_BLOCK]
+            dist = np.zeros((len(block), len(self._pairs)), np.int32)
+            for w in range(words.shape[1]):
+                dist += np.bitwise_count(block[:, w, None] ^ self._pairs[None, :, w])
+            q, e = np.nonzero(dist <= self.max_distance)
+            d = dist[q, e]
+            order = np.lexsort((e, d, q))
+            out.extend((int(rows[b + qi]), self._hit(ei, di))
+                       for qi, ei, di in zip(q[order].tolist(), e[order].tolist(), d[order].tolist()))
+        return out
 
     def _match_hamming(self, rows, queries) -> list[tuple[int, Match]]:
         # FAISS returns distances strictly below the radius, so ask for max_distance + 1.

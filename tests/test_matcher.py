@@ -44,19 +44,21 @@ def _brute(db, queries, max_distance):
     return out
 
 
-@pytest.mark.parametrize("type_name,max_distance,flat_limit", [
-    ("phash", 8, 100_000), ("phash", 8, 10), ("dhash", 5, 10), ("dhash", 11, 10), ("phash", 0, 10),
-    ("pdq", 31, 100_000), ("pdq", 31, 10),
+@pytest.mark.parametrize("type_name,max_distance,flat_limit,entries", [
+    ("phash", 8, 100_000, 3000), ("phash", 8, 10, 3000), ("dhash", 5, 10, 3000), ("dhash", 11, 10, 3000),
+    ("phash", 0, 10, 3000), ("pdq", 31, 100_000, 3000), ("pdq", 31, 10, 3000),
+    ("phash", 8, 100_000, 40), ("dhash", 11, 10, 64), ("pdq", 31, 100_000, 40), ("pdq", 31, 10, 64),
 ])
-def test_range_matching_equals_brute_force(tmp_path, type_name, max_distance, flat_limit):
-    rng = np.random.default_rng(max_distance + flat_limit)
+def test_range_matching_equals_brute_force(tmp_path, type_name, max_distance, flat_limit, entries):
+    rng = np.random.default_rng(max_distance + flat_limit + entries)
     nbytes = HASH_TYPES[type_name].nbytes
-    db = rng.integers(0, 256, (3000, nbytes), dtype=np.uint8)
-    queries = np.concatenate([_flip(rng, db[:300], max_distance + 3),
+    db = rng.integers(0, 256, (entries, nbytes), dtype=np.uint8)
+    queries = np.concatenate([_flip(rng, np.resize(db, (300, nbytes)), max_distance + 3),
                               rng.integers(0, 256, (100, nbytes), dtype=np.uint8)])
     m, _ = _matcher(tmp_path, type_name, db, max_distance, flat_limit)
     large = "mih64" if HASH_TYPES[type_name].nbits == 64 else "multihash"
-    assert m.sidecar["index"]["kind"] == ("flat" if flat_limit > 3000 else large)
+    kind = "pairwise" if entries <= 64 else "flat" if flat_limit > entries else large
+    assert m.sidecar["index"]["kind"] == kind
     hexes = [q.tobytes().hex() for q in queries]
     got = m.match_batch(hexes, [100] * len(hexes))
     want = _brute(db, queries, max_distance)
@@ -151,3 +153,31 @@ def test_a_hash_list_rule_on_a_table_without_its_column_matches_nothing(tmp_path
     got = rule.match(pa.table({"pdq": pa.array(hexes, pa.string()), "pdq_quality": pa.array([80, 90], pa.int32())}))
     assert [[x.entry for x in r] for r in got] == [[h.entry for h in r] for r in m.match_batch(hexes, [80, 90])]
     assert got[0] and not got[1]
+
+
+def test_a_small_perceptual_list_needs_no_faiss(tmp_path):
+    """A list of up to ``PAIRWISE_LIMIT`` entries is built, loaded and matched without importing
+    FAISS (~40 ms, paid by every run that has only a small delta list); checked in a fresh process."""
+    import subprocess
+    import sys
+
+    code = f"""
+import sys, numpy as np
+from shardguard.indexes.artifacts import ListSettings, build_artifact
+from shardguard.indexes.hashtypes import HASH_TYPES
+from shardguard.indexes.listformats import ParsedList
+from shardguard.indexes.matcher import ListMatcher
+for t, n in (("phash", 64), ("pdq", 20)):
+    p = ParsedList(hash_type=HASH_TYPES[t])
+    codes = np.random.default_rng(0).integers(0, 256, (n, HASH_TYPES[t].nbytes), dtype=np.uint8)
+    for i, c in enumerate(codes):
+        p.add(c.tobytes().hex(), i + 1, None)
+    p.source_sha256 = "0" * 64
+    build_artifact(p, ListSettings(t, t, 8, 0), {str(tmp_path)!r} + "/" + t, "mem")
+    m = ListMatcher.load({str(tmp_path)!r} + "/" + t)
+    assert m.sidecar["index"]["kind"] == "pairwise"
+    assert [len(h) for h in m.match_batch([codes[3].tobytes().hex()])] == [1]
+assert "faiss" not in sys.modules, "FAISS was imported"
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
