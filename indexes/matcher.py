@@ -16,7 +16,6 @@ from shardguard.indexes.arrowio import read_table
 from shardguard.indexes.artifacts import load_artifact_files
 from shardguard.indexes.hashtypes import HashType, get_hash_type
 
-
 PAIRS_BLOCK = 4096  # queries per distance matrix of a pairwise list (≤ 64 entries: ≤ 1 MiB)
 
 
