@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from shardguard.pipelines.dataplane import size_flushed_data_plane
 from shardguard.pipelines.options import UsageError
 from shardguard.pipelines.outputdir import OutputError
+from shardguard.pipelines.sampler import short_sampler_period
 
 _ERRNO = re.compile(r"\[Errno (\d+)\] ([^\n]{0,300})")
 
@@ -93,7 +94,7 @@ def run_beam(build, options):
     import apache_beam as beam
 
     try:
-        with quiet_beam(), size_flushed_data_plane(), frozen_heap():
+        with quiet_beam(), size_flushed_data_plane(), short_sampler_period(), frozen_heap():
             p = beam.Pipeline(options=options)
             build(p)
             result = p.run()
