@@ -31,10 +31,21 @@ def library_versions() -> dict:
     out = {"python": platform.python_version()}
     for name in _LIBS:
         try:
-            out[name] = metadata.version(name)
+            out[name] = _version(metadata.distribution(name))
         except metadata.PackageNotFoundError:
             out[name] = None
     return out
+
+
+def _version(dist) -> str:
+    """The distribution's version from its metadata's headers alone: ``metadata.version`` parses the
+    whole file as an e-mail message, long description and licence included (7.5 → 2 ms for these
+    ten, at the end of every run)."""
+    text = dist.read_text("METADATA") or dist.read_text("PKG-INFO") or ""
+    for line in text.split("\n\n", 1)[0].splitlines():
+        if line.startswith("Version:"):
+            return line[len("Version:"):].strip()
+    return dist.version
 
 
 def content_id(config_fp: str, input_shas: list[str]) -> str:

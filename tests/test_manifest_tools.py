@@ -104,3 +104,20 @@ def test_lookup_finds_near_copies_not_unrelated(sample, tmp_path, capsys):
         best = next(m for m in res[name]["matches"] if m["key"] == row["key"])
         assert best["distances"].get("phash", 99) <= 8 and best.get("clip_similarity", 0) >= 0.95
     assert not res["unrelated.jpg"]["found"] and rc == 1
+
+
+def test_library_versions_are_the_installed_distributions():
+    """The manifest's library versions (read from the metadata headers alone) are what
+    ``importlib.metadata`` reports, and None for a library that is not installed."""
+    from importlib import metadata
+
+    from shardguard.pipelines import manifest
+
+    got = manifest.library_versions()
+    for name in manifest._LIBS:
+        try:
+            want = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            want = None
+        assert got[name] == want, name
+    assert sum(v is not None for v in got.values()) >= 5
