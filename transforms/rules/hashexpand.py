@@ -46,15 +46,23 @@ class SeedIndex:
         n = len(packed)
         pairs = np.concatenate([packed.pdq_codes(), packed.phash_codes()], axis=1)
         distinct, group = _unique_rows(pairs) if n else (pairs, np.zeros(0, np.int64))
-        self.members: list[list[int]] = [[] for _ in range(len(distinct))]
-        for k, g in enumerate(group.reshape(-1).tolist()):
-            self.members[g].append(k)
-        self.labels = packed.labels()  # (seed, view) per packed row
+        # members of each distinct pair as slices of one array (no list per pair: at max_seeds a
+        # worker's index holds ~850k views); (seed, view) labels made only for a match's members
+        self._order = np.argsort(group, kind="stable")
+        self._starts = np.concatenate([[0], np.cumsum(np.bincount(group, minlength=len(distinct)))]).tolist()
+        self._seed_of = np.frombuffer(packed.seed_of, "<i4")
+        self._view_of = np.frombuffer(packed.view_of, "<i4")
         self.seed_ids = set(packed.seeds)
         self.index = JointIndex(distinct[:, :32], phash_u64(distinct[:, 32:]), max_phash, chunks)
 
     def __len__(self) -> int:
         return len(self.seeds)
+
+    def members(self, entry: int) -> list[tuple[str, str]]:
+        """(seed id, view name) of the seed views whose hashes are the index's ``entry``."""
+        ks = self._order[self._starts[entry]:self._starts[entry + 1]]
+        return [(self.seeds.seeds[s], self.seeds.views[v])
+                for s, v in zip(self._seed_of[ks].tolist(), self._view_of[ks].tolist())]
 
     def serves(self, seeds: "SeedViews | list") -> bool:
         """Whether this index is of ``seeds`` (the same object, or an equal set)."""
@@ -93,8 +101,8 @@ def neighbours(table, shard: str, seeds: "SeedViews | list | SeedIndex", rule: "
         if f"{shard}/{keys[i]}" in ix.seed_ids:
             continue  # a seed: a confirming list matched it already
         lo, hi = bounds[j], bounds[j + 1]
-        found = sorted((d, *ix.labels[k]) for d, c in zip(dists[lo:hi].tolist(), views[lo:hi].tolist())
-                       for k in ix.members[c])
+        found = sorted((d, *label) for d, c in zip(dists[lo:hi].tolist(), views[lo:hi].tolist())
+                       for label in ix.members(c))
         seen: set[str] = set()
         for d, seed, view in found:
             if seed not in seen and len(seen) < rule.max_per_row:
