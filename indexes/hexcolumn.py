@@ -3,9 +3,12 @@
 A re-filter matches every row of every shard against every list again; turning each hex value into
 a Python string and then into bytes cost more than the matching (~0.4 s of CPU per 100,000 rows per
 list, measured). Here the column's Arrow buffers are decoded at once: the values' characters are
-gathered into an ``(n, digits)`` array and mapped through a nibble table.
+decoded in one call where they lie back to back, else gathered into an ``(n, digits)`` array and
+mapped through a nibble table.
 """
 from __future__ import annotations
+
+import binascii
 
 import numpy as np
 import pyarrow as pa
@@ -44,6 +47,10 @@ def hex_codes(column, nbytes: int) -> tuple[np.ndarray, np.ndarray]:
         raise ValueError(f"row {bad}: a hash of {lengths[bad]} characters where {digits} hex digits belong")
     if not present.any():
         return codes, present
+    at_once = _unhexlified(arr, offsets, lengths, present, nbytes)
+    if at_once is not None:
+        codes[present] = at_once
+        return codes, present
     data = np.frombuffer(arr.buffers()[2], dtype=np.uint8)
     nib = _NIBBLE[data[offsets[:-1][present, None] + np.arange(digits)]]
     if np.any(nib == 255):
@@ -51,6 +58,19 @@ def hex_codes(column, nbytes: int) -> tuple[np.ndarray, np.ndarray]:
         raise ValueError(f"row {bad}: a hash with a character that is not a hex digit")
     codes[present] = (nib[:, 0::2] << 4) | nib[:, 1::2]
     return codes, present
+
+
+def _unhexlified(arr: pa.Array, offsets, lengths, present, nbytes: int) -> np.ndarray | None:
+    """The present values decoded in one call where their characters lie back to back (no null or
+    empty value holds any): binascii's decoder, ~10x the nibble table (0.24 vs 2.7 ms for 8,800
+    PDQs). None where that does not hold or a character is not a hex digit (the table names the row)."""
+    if lengths[~present].any():
+        return None
+    try:
+        raw = binascii.unhexlify(memoryview(arr.buffers()[2])[offsets[0]:offsets[-1]])
+    except binascii.Error:
+        return None
+    return np.frombuffer(raw, dtype=np.uint8).reshape(-1, nbytes)
 
 
 def int_column(column, n: int, missing: int = -1) -> np.ndarray:

@@ -40,11 +40,25 @@ def test_null_and_empty_columns():
 
 
 @pytest.mark.parametrize("bad,message", [("abc", "3 characters"), ("zz" * 16, "not a hex digit"),
-                                         ("0" * 31 + "g", "not a hex digit")])
+                                         ("0" * 31 + "g", "not a hex digit"), ("0" * 15 + " " + "0" * 16,
+                                                                              "not a hex digit")])
 def test_a_damaged_value_is_refused_with_its_row(bad, message):
     good = hashlib.md5(b"x").hexdigest()
     with pytest.raises(ValueError, match=f"row 2: .*{message}"):
         hex_codes(pa.array([good, None, bad, good]), 16)
+
+
+def test_a_null_that_holds_characters_is_no_hash():
+    """Arrow lets a null slot span characters; they are skipped, not decoded into the next rows."""
+    good = [hashlib.md5(bytes([i])).hexdigest() for i in range(3)]
+    data = (good[0] + "ff" * 16 + good[1] + good[2]).encode()
+    offsets = np.array([0, 32, 64, 96, 128], dtype=np.int32)
+    validity = np.packbits(np.array([1, 0, 1, 1, 0, 0, 0, 0], dtype=bool), bitorder="little")
+    col = pa.Array.from_buffers(pa.string(), 4, [pa.py_buffer(validity.tobytes()), pa.py_buffer(offsets.tobytes()),
+                                                  pa.py_buffer(data)], null_count=1)
+    codes, present = hex_codes(col, 16)
+    assert present.tolist() == [True, False, True, True]
+    assert [codes[i].tobytes().hex() for i in (0, 2, 3)] == good and not codes[1].any()
 
 
 def test_int_column_marks_missing_values():

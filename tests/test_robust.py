@@ -265,11 +265,15 @@ def test_neighbours_equal_a_brute_force_oracle_with_copies_of_a_seed(packed, chu
         pdq.append(flip(p, int(rng.integers(0, 40))))
         ph.append(flip(h, int(rng.integers(0, 16))))
     n = len(pdq)
-    table = pa.table({"key": [f"r{i}" for i in range(n)], "pdq": pdq, "pdq_quality": pa.array([80] * n, pa.int32()),
+    quality = [80] * n
+    pdq[1], ph[2], quality[3], quality[4] = None, "", 10, None  # rows that are not searched
+    table = pa.table({"key": [f"r{i}" for i in range(n)], "pdq": pdq, "pdq_quality": pa.array(quality, pa.int32()),
                       "phash": ph})
     rule = HashExpansion([], max_per_row=3)
     want = []
     for i in range(n):
+        if not (pdq[i] and ph[i] and (quality[i] or 0) >= rule.min_quality):
+            continue
         found = sorted((_hd(pdq[i], s[2]), s[0], s[1]) for s in seeds
                        if _hd(pdq[i], s[2]) <= rule.pdq_distance and _hd(ph[i], s[4]) <= rule.phash_distance)
         seen: list[str] = []

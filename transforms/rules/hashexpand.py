@@ -24,14 +24,6 @@ from shardguard.transforms.rules.seedpack import SeedViews
 from shardguard.transforms.rules.seedviews import SeedViewsFn, seed_rows
 
 
-def _codes(hexes: list[str], nbytes: int) -> np.ndarray:
-    return np.frombuffer(bytes.fromhex("".join(hexes)), np.uint8).reshape(len(hexes), nbytes)
-
-
-def _phashes(hexes: list[str]) -> np.ndarray:
-    return np.array([int(h, 16) for h in hexes], dtype=np.uint64)
-
-
 class SeedIndex:
     """The seed views made searchable once per seed set (not once per shard): the distinct
     (PDQ, pHash) pairs among them — copies of one known-bad image (common: a dataset holds many) give
@@ -83,22 +75,37 @@ def _packed(seeds: "SeedViews | list") -> SeedViews:
     return seeds if isinstance(seeds, SeedViews) else SeedViews.pack([s for s in seeds if s[0] != "error"])
 
 
+def _searchable(table, min_quality: int) -> tuple[list[int], np.ndarray | None, np.ndarray | None]:
+    """The rows with a pHash and a PDQ of quality ≥ ``min_quality`` (a missing quality counts 0), and
+    those hashes: PDQ codes and pHash values, decoded from the columns' buffers at once."""
+    from shardguard.indexes.hexcolumn import hex_codes, int_column
+    from shardguard.indexes.jointsearch import phash_u64
+
+    names = table.column_names
+    if "pdq" not in names or "phash" not in names:
+        return [], None, None
+    pdq, has_pdq = hex_codes(table.column("pdq"), 32)
+    ph, has_ph = hex_codes(table.column("phash"), 8)
+    qual = int_column(table.column("pdq_quality") if "pdq_quality" in names else None, table.num_rows, 0)
+    rows = np.flatnonzero(has_pdq & has_ph & (qual >= min_quality))
+    return rows.tolist(), pdq[rows], phash_u64(ph[rows])
+
+
 def neighbours(table, shard: str, seeds: "SeedViews | list | SeedIndex", rule: "HashExpansion") -> list[tuple[int, MatchRecord]]:
     """(row, match) for rows whose as-stored PDQ and pHash are within the joint rule of a seed view.
     The search over the distinct seed views (~44 per seed) is ``jointsearch.JointIndex``'s: a
     multi-index on the pHash half when there are many, FAISS's flat search on PDQ when few; both exact."""
-    pdq, qual, ph, keys = (column(table, c) for c in ("pdq", "pdq_quality", "phash", "key"))
-    rows = [i for i in range(table.num_rows) if pdq[i] and ph[i] and (qual[i] or 0) >= rule.min_quality]
+    rows, pdq, ph = _searchable(table, rule.min_quality)
     if not rows or not seeds:
         return []
     ix = seeds if isinstance(seeds, SeedIndex) else SeedIndex(seeds, rule.phash_distance)
-    q, views, dists = ix.index.search(_codes([pdq[i] for i in rows], 32), _phashes([ph[i] for i in rows]),
-                                      rule.pdq_distance, rule.phash_distance)
+    q, views, dists = ix.index.search(pdq, ph, rule.pdq_distance, rule.phash_distance)
     out = []
     bounds = np.searchsorted(q, np.arange(len(rows) + 1)).tolist()
+    keys = table.column("key")
     for j in np.unique(q).tolist():
         i = rows[j]
-        if f"{shard}/{keys[i]}" in ix.seed_ids:
+        if f"{shard}/{keys[i].as_py()}" in ix.seed_ids:
             continue  # a seed: a confirming list matched it already
         lo, hi = bounds[j], bounds[j + 1]
         found = sorted((d, *label) for d, c in zip(dists[lo:hi].tolist(), views[lo:hi].tolist())
