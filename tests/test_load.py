@@ -48,11 +48,12 @@ def hogs():
 
 
 @pytest.mark.timeout(600)
-def test_every_row_arrives_on_a_starved_cpu_with_many_shards_and_workers(tmp_path, hogs):
+@pytest.mark.parametrize("mode", ["in_memory", "multi_threading"])  # the default's, and Beam's gRPC threads
+def test_every_row_arrives_on_a_starved_cpu_with_many_shards_and_workers(tmp_path, hogs, mode):
     _shards(tmp_path / "in", 40, 70)  # 70 rows: one full 64-row batch and a partial one per shard
     out = tmp_path / "out"
     assert run_scan(["--input", str(tmp_path / "in" / "*.parquet"), "--output", str(out), "--quiet",
-                     "--hashes", "md5,phash", "--features-only", "--direct_running_mode=multi_threading",
+                     "--hashes", "md5,phash", "--features-only", f"--direct_running_mode={mode}",
                      "--direct_num_workers=6"]) == 0
     m = json.loads((out / "manifest.json").read_text())
     assert [s["counts"]["rows_in"] for s in m["shards"]] == [70] * 40
