@@ -3,7 +3,7 @@
 Every bundle Beam runs starts a state-sampler thread that sleeps in a loop — 2 ms at first, each
 sleep 1.2× the last, up to ``DEFAULT_SAMPLING_PERIOD_MS`` (200 ms) — and the bundle's end joins that
 thread, waiting out its current sleep: 20–40 ms at the end of a 0.3 s bundle (a re-filter's
-verdicts, measured: 0.09 of its 0.45 s are such waits on the two threads), up to 200 ms at the end
+verdicts, measured: 22 and 39 ms on its two threads, of a 0.45 s run), up to 200 ms at the end
 of every long one (a scan's). The sampler only feeds Beam's msec counters; with its sleep capped at
 10 ms they get finer and a bundle's end waits at most that. Local runs set the cap for their
 duration (the bundle processors made meanwhile take it); worker processes of ``multi_processing``
