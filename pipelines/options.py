@@ -103,9 +103,13 @@ def check_runner(opts: PipelineOptions) -> None:
     if test.dry_run and key not in _DATAFLOW:
         raise UsageError("--dry_run=True translates a Dataflow job without running it; on a local runner it "
                          "would run the whole scan, so it is refused (add --runner DataflowRunner …)")
-    mode = opts.view_as(DirectOptions).direct_running_mode
-    if mode not in ("in_memory", "multi_threading", "multi_processing"):
-        raise UsageError(f"--direct_running_mode {mode}: use in_memory, multi_threading or multi_processing")
+    direct = opts.view_as(DirectOptions)
+    if direct.direct_running_mode not in ("in_memory", "multi_threading", "multi_processing"):
+        raise UsageError(f"--direct_running_mode {direct.direct_running_mode}: use in_memory, multi_threading "
+                         "or multi_processing")
+    if direct.direct_num_workers is not None and direct.direct_num_workers < 0:
+        # Beam would split each stage into no parts and fail mid-run with an IndexError
+        raise UsageError(f"--direct_num_workers {direct.direct_num_workers}: give 1 or more (0: one per core)")
 
 
 class RunOptions(PipelineOptions):

@@ -34,6 +34,7 @@ def _err(capsys) -> list[str]:
     (["--hash-list", "md5=a.txt", "--runner", "FlinkRunner"], "needs a running job server"),
     (["--hash-list", "md5=a.txt", "--dry_run=True"], "would run the whole scan"),
     (["--hash-list", "md5=a.txt", "--direct_num_workers=abc"], "Beam option"),
+    (["--hash-list", "md5=a.txt", "--direct_num_workers=-1"], "--direct_num_workers -1: give 1 or more"),
 ])
 def test_what_cannot_run_as_asked_is_refused_before_any_work(sample, tmp_path, capsys, extra, needle):
     src, _ = sample
